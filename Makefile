@@ -1,0 +1,47 @@
+# The commands the README shows. `make demo` and `make test` do all the set-up they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= local
+PYTEST_ARGS ?=
+
+.PHONY: help setup jars up down status test test-fast lint demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spark/Delta jars from Maven
+	@$(PY) -m infra.jars
+
+up: setup  ## start Kafka (KRaft) and MLflow on 127.0.0.1, wait until both answer
+	@$(VENV)/bin/churn-stack --config $(CONFIG) up
+
+down:  ## stop the processes `make up` started
+	@if [ -x $(VENV)/bin/churn-stack ]; then $(VENV)/bin/churn-stack --config $(CONFIG) down; fi
+
+status:  ## what is running, where it listens and logs
+	@$(VENV)/bin/churn-stack --config $(CONFIG) status
+
+test: setup  ## run the whole test suite (starts its own broker and MLflow server)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## unit tests only (no broker, no MLflow server, no slow tests)
+	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+lint: setup  ## ruff (lint + format check, notebooks too) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+demo: up  ## run the pipeline end to end on the local stack
+	$(PY) -m jobs.demo --config $(CONFIG)
+
+clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs); keeps venv and jars
+	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo

@@ -1,0 +1,211 @@
+"""One typed config: ``conf/<env>.yaml`` validated by pydantic, overridable by environment.
+
+- Unknown keys are errors (``extra="forbid"``), so a typo never silently falls back to a default.
+- ``CHURN__<SECTION>__<KEY>=value`` overrides any key (``__`` separates levels; values are
+  parsed as YAML scalars, so ``CHURN__SPARK__SHUFFLE_PARTITIONS=8`` is an int).
+- Secrets (SASL passwords) never live in the file: the file names the environment variable
+  that holds them, and the value is a ``SecretStr`` that prints as ``**********``.
+- A bad value fails at start-up with :class:`ConfigError`, which names every wrong key.
+
+Only jobs read config; library code receives plain values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+ENV_PREFIX = "CHURN__"
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names each key and the problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSecurity(_Model):
+    """Client security. Credentials come from the environment variables named here."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username_env: str = "CHURN_KAFKA_SASL_USERNAME"
+    sasl_password_env: str = "CHURN_KAFKA_SASL_PASSWORD"
+    ssl_ca_location: str | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaSecurity:
+        if self.protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"protocol {self.protocol} needs sasl_mechanism")
+        return self
+
+    def credentials(self) -> tuple[str, SecretStr] | None:
+        """(username, password) read from the environment, or None when SASL is off."""
+        if not self.protocol.startswith("SASL"):
+            return None
+        user, password = (
+            os.environ.get(self.sasl_username_env),
+            os.environ.get(self.sasl_password_env),
+        )
+        if not user or not password:
+            raise ConfigError(
+                f"kafka.security: protocol {self.protocol} needs the environment variables "
+                f"{self.sasl_username_env} and {self.sasl_password_env}"
+            )
+        return user, SecretStr(password)
+
+
+class KafkaTopics(_Model):
+    events: str = "behaviour-events"
+    dlq: str = "behaviour-events-dlq"
+    scores: str = "churn-scores"
+
+
+class KafkaProducerConfig(_Model):
+    """Throughput defaults for the event producers (confluent-kafka / librdkafka names)."""
+
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(50, ge=0)
+    batch_size: int = Field(65536, ge=1024)
+    max_in_flight: int = Field(5, ge=1, le=5)
+    enable_idempotence: bool = True
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: KafkaTopics = KafkaTopics()
+    partitions: int = Field(2, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    security: KafkaSecurity = KafkaSecurity()
+    producer: KafkaProducerConfig = KafkaProducerConfig()
+
+
+class SparkConfig(_Model):
+    # None: leave the master to spark-submit (--master) or to Spark's own default.
+    master: str | None = "local[2]"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "2g"
+    # Maven coordinates to use instead of the jars fetched by `make setup`.
+    packages: list[str] | None = None
+    jars_dir: Path = Path(".local/jars")
+    ui_enabled: bool = False
+    conf: dict[str, str] = {}
+
+
+class StorageConfig(_Model):
+    """Where tables and checkpoints live: local dirs, s3a://, abfss:// or hdfs:// paths."""
+
+    warehouse: str = ".local/warehouse"
+    checkpoints: str = ".local/checkpoints"
+
+
+class MlflowConfig(_Model):
+    tracking_uri: str = "http://127.0.0.1:5000"
+    experiment: str = "churn"
+    model_name: str = "churn-lightgbm"
+
+
+class LocalStackConfig(_Model):
+    """The embedded stack that `make up` starts on loopback."""
+
+    state_dir: Path = Path(".local/stack")
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    kafka_port: int = Field(9092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1024, le=65535)
+    kafka_heap: str = "768m"
+    mlflow_port: int = Field(5000, ge=1024, le=65535)
+    start_timeout_s: float = Field(90, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> LocalStackConfig:
+        ports = [self.kafka_port, self.kafka_controller_port, self.mlflow_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"ports must differ, got {ports}")
+        return self
+
+
+class Config(_Model):
+    env: str = "local"
+    kafka: KafkaConfig = KafkaConfig()
+    spark: SparkConfig = SparkConfig()
+    storage: StorageConfig = StorageConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    local_stack: LocalStackConfig = LocalStackConfig()
+
+    def resolve(self, path: str | Path) -> Path:
+        """A relative local path is relative to the repository root, whatever the cwd."""
+        p = Path(path)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data, safe to log or record as MLflow params (no secrets)."""
+        return self.model_dump(mode="json")
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys)}: cannot override inside non-mapping {key!r}")
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, Any]:
+    """``CHURN__A__B=v`` -> ``{"a": {"b": v}}``, values parsed as YAML scalars."""
+    environ = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+            _set_path(tree, keys, yaml.safe_load(raw) if raw != "" else None)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        shown = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(env_or_path: str | Path = "local", environ: dict[str, str] | None = None) -> Config:
+    """Load ``conf/<env>.yaml`` (or a path to a YAML file) plus ``CHURN__`` overrides."""
+    path = Path(env_or_path)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = CONF_DIR / f"{env_or_path}.yaml"
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    data = _merge(data, env_overrides(environ))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"{path} + {ENV_PREFIX}* environment")) from None

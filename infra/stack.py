@@ -1,0 +1,400 @@
+"""The embedded local stack: one Kafka broker in KRaft mode and an MLflow tracking server.
+
+No Docker: the broker runs from the jars `make setup` fetched from Maven Central, MLflow
+from the project's venv. Both listen on 127.0.0.1 only; their state, logs and pid files
+live under ``local_stack.state_dir``. ``up`` waits on real readiness probes (a Kafka
+metadata request, MLflow's ``/health``), is harmless when already up, and ``down`` stops
+exactly the processes whose pid files it wrote.
+
+    churn-stack up | down | status
+    churn-stack kafka-topics --list         # Kafka's own CLI tools, from the fetched jars
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra import jars
+from infra.config import Config, ConfigError, load_config
+
+KAFKA_DIR = Path(__file__).resolve().parents[1] / "jvm" / "kafka"
+KAFKA_TOOLS = {
+    "kafka-topics": "org.apache.kafka.tools.TopicCommand",
+    "kafka-console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-console-producer": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Paths and ports of one local stack, derived from the config."""
+
+    state_dir: Path
+    host: str
+    kafka_port: int
+    controller_port: int
+    kafka_heap: str
+    mlflow_port: int
+    timeout_s: float
+    jars_dir: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Stack:
+        s = cfg.local_stack
+        return cls(
+            state_dir=cfg.resolve(s.state_dir),
+            host=s.host,
+            kafka_port=s.kafka_port,
+            controller_port=s.kafka_controller_port,
+            kafka_heap=s.kafka_heap,
+            mlflow_port=s.mlflow_port,
+            timeout_s=s.start_timeout_s,
+            jars_dir=cfg.resolve(cfg.spark.jars_dir),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    def path(self, service: str, name: str) -> Path:
+        return self.state_dir / service / name
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running_pid(stack: Stack, service: str) -> int | None:
+    """The pid of a service this stack started, or None (stale pid files are ignored)."""
+    pidfile = stack.path(service, "pid")
+    if not pidfile.exists():
+        return None
+    pid = int(pidfile.read_text().strip() or 0)
+    # The state dir is on the command line of both services: a recycled pid won't match.
+    if pid and _pid_alive(pid) and str(stack.state_dir) in _cmdline(pid):
+        return pid
+    return None
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _spawn(cmd: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        # A new session: the service outlives this command and `down` can signal its group.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_ready(
+    name: str, pid: int, probe: Callable[[], bool], log: Path, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        if not _pid_alive(pid):
+            tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
+            raise RuntimeError(
+                f"{name} exited during start-up; last lines of {log}:\n" + "\n".join(tail)
+            )
+        time.sleep(0.5)
+    raise TimeoutError(f"{name} not ready after {timeout_s:.0f}s; see {log}")
+
+
+def stop_service(stack: Stack, service: str, timeout_s: float = 30) -> bool:
+    """Stop one service this stack started; False when it was not running."""
+    pid = running_pid(stack, service)
+    pidfile = stack.path(service, "pid")
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if not _pid_alive(pid):
+            break
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+# --- Kafka -----------------------------------------------------------------------------
+
+
+def kafka_java(
+    stack: Stack, main_class: str, args: list[str], *, log4j: str = "tools", heap: str = "256m"
+) -> list[str]:
+    """A java command line running one Kafka class from the fetched broker jars."""
+    jars.classpath("kafka", stack.jars_dir)  # a clear error when `make setup` has not run
+    return [
+        "java",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={KAFKA_DIR / f'log4j2-{log4j}.properties'}",
+        "-cp",
+        str(stack.jars_dir / "kafka" / "*"),
+        main_class,
+        *args,
+    ]
+
+
+def _server_properties(stack: Stack) -> str:
+    h, p, c = stack.host, stack.kafka_port, stack.controller_port
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{h}:{c}",
+            f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+            f"advertised.listeners=PLAINTEXT://{h}:{p}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={stack.path('kafka', 'data')}",
+            "num.partitions=2",
+            # One broker: every internal topic has a single replica.
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
+
+
+def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """A real metadata round trip to the broker, not just an open port."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient(
+            {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()}
+        )
+        admin.list_topics(timeout=timeout_s)
+        return True
+    except Exception:
+        return False
+
+
+def _quiet_logger():  # librdkafka logs connection refusals while the broker starts
+    import logging
+
+    logger = logging.getLogger("churn.stack.kafka-probe")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def start_kafka(stack: Stack) -> str:
+    pid = running_pid(stack, "kafka")
+    if pid is not None:
+        return f"kafka already running (pid {pid})"
+    if _port_open(stack.host, stack.kafka_port) or _port_open(stack.host, stack.controller_port):
+        raise RuntimeError(
+            f"port {stack.kafka_port} or {stack.controller_port} on {stack.host} is in "
+            "use by a process this stack did not start; stop it or change "
+            "local_stack.kafka_port / kafka_controller_port"
+        )
+    props = stack.path("kafka", "server.properties")
+    props.parent.mkdir(parents=True, exist_ok=True)
+    props.write_text(_server_properties(stack))
+    if not stack.path("kafka", "data").joinpath("meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        subprocess.run(
+            kafka_java(
+                stack, "kafka.tools.StorageTool", ["format", "-t", cluster_id, "-c", str(props)]
+            ),
+            check=True,
+            capture_output=True,
+        )
+    log = stack.path("kafka", "broker.log")
+    cmd = kafka_java(stack, "kafka.Kafka", [str(props)], log4j="broker", heap=stack.kafka_heap)
+    pid = _spawn(cmd, log, stack.path("kafka", "pid"))
+    _wait_ready("kafka", pid, lambda: kafka_ready(stack.bootstrap), log, stack.timeout_s)
+    return f"kafka started (pid {pid})"
+
+
+# --- MLflow ----------------------------------------------------------------------------
+
+
+def mlflow_ready(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_mlflow(stack: Stack) -> str:
+    pid = running_pid(stack, "mlflow")
+    if pid is not None:
+        return f"mlflow already running (pid {pid})"
+    if _port_open(stack.host, stack.mlflow_port):
+        raise RuntimeError(
+            f"port {stack.mlflow_port} on {stack.host} is in use by a process this "
+            "stack did not start; stop it or change local_stack.mlflow_port"
+        )
+    d = stack.state_dir / "mlflow"
+    (d / "artifacts").mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        stack.host,
+        "--port",
+        str(stack.mlflow_port),
+        "--backend-store-uri",
+        f"sqlite:///{d / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(d / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    log = d / "server.log"
+    # The server's GenAI job runner starts ~8 worker processes this pipeline never uses.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    pid = _spawn(cmd, log, d / "pid", env=env)
+    _wait_ready("mlflow", pid, lambda: mlflow_ready(stack.mlflow_uri), log, stack.timeout_s)
+    return f"mlflow started (pid {pid})"
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def up(stack: Stack) -> None:
+    for _name, start in (("kafka", start_kafka), ("mlflow", start_mlflow)):
+        t0 = time.monotonic()
+        print(f"{start(stack)} in {time.monotonic() - t0:.1f}s", flush=True)
+    status(stack)
+
+
+def down(stack: Stack) -> None:
+    for service in ("mlflow", "kafka"):
+        print(f"{service}: {'stopped' if stop_service(stack, service) else 'was not running'}")
+
+
+def status(stack: Stack) -> bool:
+    """Print where each service listens and logs; True when both answer their probes."""
+    rows = [
+        ("kafka", stack.bootstrap, kafka_ready(stack.bootstrap), stack.path("kafka", "broker.log")),
+        (
+            "mlflow",
+            stack.mlflow_uri,
+            mlflow_ready(stack.mlflow_uri),
+            stack.path("mlflow", "server.log"),
+        ),
+    ]
+    for name, where, ok, log in rows:
+        pid = running_pid(stack, name)
+        state = "up" if ok and pid else ("answering, not started by this stack" if ok else "down")
+        print(f"{name:7s} {state:5s} {where:24s} pid={pid or '-'}  log={log}")
+    print(f"state   {stack.state_dir}")
+    return all(ok for _, _, ok, _ in rows)
+
+
+def run_kafka_tool(stack: Stack, tool: str, args: list[str]) -> int:
+    if not any(a.startswith("--bootstrap-server") for a in args):
+        args = ["--bootstrap-server", stack.bootstrap, *args]
+    return subprocess.run(kafka_java(stack, KAFKA_TOOLS[tool], args)).returncode
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="churn-stack",
+        description="Start, stop and inspect the embedded local stack (Kafka KRaft broker + "
+        "MLflow server on 127.0.0.1), and run Kafka's command-line tools against it.",
+        epilog="Kafka tools take their usual options; --bootstrap-server defaults to the local "
+        "broker, e.g. `churn-stack kafka-topics --list`.",
+    )
+    parser.add_argument(
+        "--config", default="local", help="conf/<name>.yaml or a YAML path (default: local)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start Kafka and MLflow and wait until both answer")
+    sub.add_parser("down", help="stop the processes `up` started")
+    sub.add_parser("status", help="show what answers, where it listens and logs; exit 1 if not up")
+    for tool in KAFKA_TOOLS:
+        sub.add_parser(tool, help=f"run Kafka's {tool} from the fetched jars", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    try:
+        stack = Stack.from_config(load_config(args.config))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.command in KAFKA_TOOLS:
+        raise SystemExit(run_kafka_tool(stack, args.command, rest))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.command == "up":
+            up(stack)
+        elif args.command == "down":
+            down(stack)
+        elif not status(stack):
+            raise SystemExit(1)
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        raise SystemExit(f"churn-stack {args.command}: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

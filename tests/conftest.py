@@ -1,0 +1,97 @@
+"""Shared fixtures: one SparkSession for the run, and the real local stack on demand.
+
+The broker and MLflow server are session fixtures, started only when a test asks for them:
+in a temporary state dir on free loopback ports, or, with ``CHURN_TEST_STACK=running``,
+the stack `make up` started (conf/local.yaml's addresses).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from infra import stack as local_stack
+from infra.config import Config, load_config
+from infra.spark import build_spark
+
+USE_RUNNING = os.environ.get("CHURN_TEST_STACK") == "running"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """conf/local.yaml, with every piece of state in this run's temp dir and its own ports."""
+    cfg = load_config("local", environ={})
+    if USE_RUNNING:
+        return cfg
+    root = tmp_path_factory.mktemp("stack")
+    ports = [_free_port() for _ in range(3)]
+    return cfg.model_copy(
+        update={
+            "local_stack": cfg.local_stack.model_copy(
+                update={
+                    "state_dir": root / "stack",
+                    "kafka_port": ports[0],
+                    "kafka_controller_port": ports[1],
+                    "mlflow_port": ports[2],
+                }
+            ),
+            "kafka": cfg.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{ports[0]}"}),
+            "mlflow": cfg.mlflow.model_copy(
+                update={"tracking_uri": f"http://127.0.0.1:{ports[2]}"}
+            ),
+            "storage": cfg.storage.model_copy(
+                update={
+                    "warehouse": str(root / "warehouse"),
+                    "checkpoints": str(root / "checkpoints"),
+                }
+            ),
+            "spark": cfg.spark.model_copy(update={"shuffle_partitions": 2}),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(base_config: Config) -> Iterator[SparkSession]:
+    session = build_spark(base_config, app_name="churn-tests")
+    yield session
+    session.stop()
+
+
+def _service(cfg: Config, name: str, start) -> Iterator[local_stack.Stack]:
+    stack = local_stack.Stack.from_config(cfg)
+    if USE_RUNNING:
+        yield stack
+        return
+    start(stack)
+    try:
+        yield stack
+    finally:
+        local_stack.stop_service(stack, name)
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(base_config: Config) -> Iterator[local_stack.Stack]:
+    """A real Kafka broker (KRaft) on loopback for the whole test session."""
+    yield from _service(base_config, "kafka", local_stack.start_kafka)
+
+
+@pytest.fixture(scope="session")
+def mlflow_stack(base_config: Config) -> Iterator[local_stack.Stack]:
+    """A real MLflow tracking server (SQLite store, local artifacts) for the test session."""
+    yield from _service(base_config, "mlflow", local_stack.start_mlflow)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,52 @@
+import pytest
+
+from infra import jars
+from infra.config import load_config
+from infra.spark import spark_conf
+
+
+def test_local_session_gets_delta_and_the_fetched_jars():
+    conf = spark_conf(load_config("local", environ={}), "app")
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.master"] == "local[2]"
+    names = sorted(jars.artifact_name(p.rsplit("/", 1)[-1]) for p in conf["spark.jars"].split(","))
+    assert {
+        "delta-spark_4.2_2.13",
+        "delta-storage",
+        "spark-sql-kafka-0-10_2.13",
+        "kafka-clients",
+    } <= set(names)
+    # Nothing pyspark already ships goes on the classpath twice.
+    assert not set(names) & jars.pyspark_jars()
+
+
+def test_packages_replace_local_jars():
+    cfg = load_config(
+        "local", environ={"CHURN__SPARK__PACKAGES": "[io.delta:delta-spark_4.2_2.13:4.4.0]"}
+    )
+    conf = spark_conf(cfg, "app")
+    assert conf["spark.jars.packages"] == "io.delta:delta-spark_4.2_2.13:4.4.0"
+    assert "spark.jars" not in conf
+
+
+def test_spark_submit_owns_master_and_jars(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
+    monkeypatch.setenv("PYSPARK_GATEWAY_SECRET", "x")
+    conf = spark_conf(load_config("local", environ={}), "app")
+    assert "spark.master" not in conf and "spark.jars" not in conf
+    assert (
+        conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    )
+
+
+def test_missing_jars_say_how_to_fetch_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `make setup`"):
+        jars.classpath("spark", tmp_path)
+
+
+def test_artifact_name_strips_the_version():
+    assert jars.artifact_name("jackson-core-2.13.5.jar") == "jackson-core"
+    assert jars.artifact_name("delta-spark_4.2_2.13-4.4.0.jar") == "delta-spark_4.2_2.13"
+    assert jars.artifact_name("RoaringBitmap-0.9.25.jar") == "RoaringBitmap"
+    assert jars.artifact_name("spark-sql-kafka-0-10_2.13-4.2.0.jar") == "spark-sql-kafka-0-10_2.13"
+    assert jars.artifact_name("zstd-jni-1.5.7-3.jar") == "zstd-jni"

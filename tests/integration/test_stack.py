@@ -1,0 +1,79 @@
+"""The local stack as a user drives it: Kafka's own CLI, the MLflow health endpoint, restarts."""
+
+import os
+import subprocess
+import urllib.request
+
+import pytest
+
+from infra import stack as local_stack
+from infra.config import load_config
+from infra.kafka_io import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_kafka_cli_from_fetched_jars_lists_topics(kafka_stack, base_config):
+    created = ensure_topics(base_config.kafka, ["cli-visible-topic"])
+    assert created in (["cli-visible-topic"], [])  # [] only when reusing a running stack
+    out = subprocess.run(
+        local_stack.kafka_java(
+            kafka_stack,
+            local_stack.KAFKA_TOOLS["kafka-topics"],
+            ["--bootstrap-server", kafka_stack.bootstrap, "--list"],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert "cli-visible-topic" in out
+    assert ensure_topics(base_config.kafka, ["cli-visible-topic"]) == []
+
+
+def test_starting_twice_is_harmless(kafka_stack):
+    if os.environ.get("CHURN_TEST_STACK") == "running":
+        pytest.skip("reusing a running stack")
+    pid = local_stack.running_pid(kafka_stack, "kafka")
+    assert pid is not None
+    assert local_stack.start_kafka(kafka_stack) == f"kafka already running (pid {pid})"
+    assert local_stack.running_pid(kafka_stack, "kafka") == pid
+
+
+def test_mlflow_health_endpoint_answers(mlflow_stack):
+    with urllib.request.urlopen(f"{mlflow_stack.mlflow_uri}/health", timeout=5) as resp:
+        assert (resp.status, resp.read().strip()) == (200, b"OK")
+
+
+def test_up_status_down_leaves_nothing_behind(tmp_path):
+    """A second, private stack: up answers, down stops exactly its processes and frees ports."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    cfg = load_config(
+        "local",
+        environ={
+            "CHURN__LOCAL_STACK__STATE_DIR": str(tmp_path / "stack"),
+            "CHURN__LOCAL_STACK__KAFKA_PORT": str(free_port()),
+            "CHURN__LOCAL_STACK__KAFKA_CONTROLLER_PORT": str(free_port()),
+            "CHURN__LOCAL_STACK__MLFLOW_PORT": str(free_port()),
+        },
+    )
+    stack = local_stack.Stack.from_config(cfg)
+    local_stack.up(stack)
+    try:
+        assert local_stack.status(stack) is True
+        pids = [local_stack.running_pid(stack, s) for s in ("kafka", "mlflow")]
+        assert all(pids)
+    finally:
+        local_stack.down(stack)
+    assert local_stack.status(stack) is False
+    assert [local_stack.running_pid(stack, s) for s in ("kafka", "mlflow")] == [None, None]
+    for port in (stack.kafka_port, stack.controller_port, stack.mlflow_port):
+        assert not local_stack._port_open(stack.host, port), port
+    for pid in pids:
+        assert not local_stack._pid_alive(pid)
