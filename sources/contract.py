@@ -1,8 +1,8 @@
 """Event contract v1 as the sources see it: vocabulary, and a light checker.
 
-The stream job owns authoritative validation (features/events.py, docs/events.md; its
-rejects go to the dead-letter topic). This checker exists so the sources can count what they emit that the stream will reject, and so
-their tests can assert every generated event is valid without importing Spark.
+The vocabulary is features/contract.py's. The stream job owns authoritative validation
+(features/events.py, docs/events.md; its rejects go to the dead-letter topic). This checker
+exists so the sources can count what they emit that the stream will reject, and so their tests can assert every generated event is valid without importing Spark.
 """
 
 from __future__ import annotations
@@ -10,25 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-SCHEMA_VERSION = 1
+from features.contract import AMOUNT_REQUIRED_FOR, DEVICES, EVENT_TYPES, SUPPORTED_SCHEMA_VERSIONS
 
-EVENT_TYPES: tuple[str, ...] = (
-    "session_start",
-    "page_view",
-    "search",
-    "cart_add",
-    "cart_remove",
-    "checkout",
-    "purchase",
-    "refund",
-    "support_contact",
-    "subscription_start",
-    "subscription_change",
-    "subscription_cancel",
-)
-DEVICES: tuple[str, ...] = ("web", "ios", "android", "other")
+SCHEMA_VERSION = SUPPORTED_SCHEMA_VERSIONS[-1]
 # Event types whose events must carry an amount.
-AMOUNT_REQUIRED: frozenset[str] = frozenset({"purchase", "refund"})
+AMOUNT_REQUIRED: frozenset[str] = frozenset(AMOUNT_REQUIRED_FOR)
 
 REQUIRED_FIELDS: tuple[str, ...] = (
     "event_id",

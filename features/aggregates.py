@@ -1,0 +1,153 @@
+"""Additive aggregates: per-user daily activity (the silver table) and per-user lifetime totals.
+
+Every aggregate column merges by one of add / min / max, so a micro-batch's partial
+aggregates can be MERGEd into the stored ones and a late event is just one more partial
+count. The *_ADD/_MIN/_MAX_COLUMNS lists let the job build that MERGE generically; the
+merge_* functions state the same algebra as DataFrame code (used by tests and backfills).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from features.events import EVENT_TYPES, utc_date
+
+DAILY_KEY: tuple[str, ...] = ("user_id", "activity_date")
+DAILY_ADD_COLUMNS: tuple[str, ...] = (
+    *[f"n_{t}" for t in EVENT_TYPES],
+    "n_events",
+    "amount_purchase",
+    "amount_refund",
+    "n_items_purchased",
+)
+DAILY_MIN_COLUMNS: tuple[str, ...] = ("first_event_time",)
+DAILY_MAX_COLUMNS: tuple[str, ...] = ("last_event_time",)
+DAILY_COLUMNS: tuple[str, ...] = (
+    *DAILY_KEY,
+    *DAILY_ADD_COLUMNS,
+    *DAILY_MIN_COLUMNS,
+    *DAILY_MAX_COLUMNS,
+)
+
+LIFETIME_KEY: tuple[str, ...] = ("user_id",)
+LIFETIME_ADD_COLUMNS: tuple[str, ...] = ("n_active_days", *DAILY_ADD_COLUMNS)
+LIFETIME_MIN_COLUMNS: tuple[str, ...] = ("first_active_date", "first_event_time")
+LIFETIME_MAX_COLUMNS: tuple[str, ...] = (
+    "last_active_date",
+    "last_purchase_date",
+    "last_session_date",
+    "last_event_time",
+)
+LIFETIME_COLUMNS: tuple[str, ...] = (
+    *LIFETIME_KEY,
+    "first_active_date",
+    "last_active_date",
+    "last_purchase_date",
+    "last_session_date",
+    *LIFETIME_ADD_COLUMNS,
+    "first_event_time",
+    "last_event_time",
+)
+
+
+def _is(event_type: str) -> Column:
+    return F.col("event_type") == F.lit(event_type)
+
+
+def daily_activity(events: DataFrame) -> DataFrame:
+    """Per-user, per-UTC-day additive counts and sums; safe on a micro-batch or the history.
+
+    Input: valid events (user_id, event_type, event_time, amount, quantity). A purchase
+    without a quantity counts as one item; a missing amount counts as 0.
+    """
+    amount = F.coalesce(F.col("amount"), F.lit(0.0))
+    return (
+        events.groupBy(F.col("user_id"), utc_date(F.col("event_time")).alias("activity_date"))
+        .agg(
+            *[F.count(F.when(_is(t), F.lit(1))).alias(f"n_{t}") for t in EVENT_TYPES],
+            F.count(F.lit(1)).alias("n_events"),
+            F.sum(F.when(_is("purchase"), amount).otherwise(F.lit(0.0))).alias("amount_purchase"),
+            F.sum(F.when(_is("refund"), amount).otherwise(F.lit(0.0))).alias("amount_refund"),
+            F.sum(
+                F.when(_is("purchase"), F.coalesce(F.col("quantity"), F.lit(1))).otherwise(F.lit(0))
+            )
+            .cast("long")
+            .alias("n_items_purchased"),
+            F.min(F.col("event_time")).alias("first_event_time"),
+            F.max(F.col("event_time")).alias("last_event_time"),
+        )
+        .select(*[F.col(c) for c in DAILY_COLUMNS])
+    )
+
+
+def _merge(
+    a: DataFrame,
+    b: DataFrame,
+    key: Sequence[str],
+    add: Sequence[str],
+    low: Sequence[str],
+    high: Sequence[str],
+    columns: Sequence[str],
+) -> DataFrame:
+    """Union two partial aggregates and combine rows with the same key by add / min / max."""
+    return (
+        a.unionByName(b)
+        .groupBy(*[F.col(k) for k in key])
+        .agg(
+            *[F.sum(F.col(c)).alias(c) for c in add],
+            *[F.min(F.col(c)).alias(c) for c in low],
+            *[F.max(F.col(c)).alias(c) for c in high],
+        )
+        .select(*[F.col(c) for c in columns])
+    )
+
+
+def merge_daily(a: DataFrame, b: DataFrame) -> DataFrame:
+    """Combine two daily_activity results: merge_daily(daily(x), daily(y)) == daily(x + y)."""
+    return _merge(
+        a, b, DAILY_KEY, DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS, DAILY_COLUMNS
+    )
+
+
+def lifetime_aggregates(daily: DataFrame) -> DataFrame:
+    """Per-user lifetime totals and first/last dates from daily_activity rows.
+
+    n_active_days counts daily rows, so it adds across merges only if each (user, day) is
+    passed once: when a batch only adds counts to a day already stored, the job must not
+    count that day again (pass n_active_days = 0 for it, or rebuild from the daily table).
+    Every other column merges safely however the days are split.
+    """
+    return (
+        daily.groupBy(F.col("user_id"))
+        .agg(
+            F.min(F.col("activity_date")).alias("first_active_date"),
+            F.max(F.col("activity_date")).alias("last_active_date"),
+            F.max(F.when(F.col("n_purchase") > 0, F.col("activity_date"))).alias(
+                "last_purchase_date"
+            ),
+            F.max(F.when(F.col("n_session_start") > 0, F.col("activity_date"))).alias(
+                "last_session_date"
+            ),
+            F.count(F.lit(1)).alias("n_active_days"),
+            *[F.sum(F.col(c)).alias(c) for c in DAILY_ADD_COLUMNS],
+            F.min(F.col("first_event_time")).alias("first_event_time"),
+            F.max(F.col("last_event_time")).alias("last_event_time"),
+        )
+        .select(*[F.col(c) for c in LIFETIME_COLUMNS])
+    )
+
+
+def merge_lifetime(a: DataFrame, b: DataFrame) -> DataFrame:
+    """Combine two lifetime_aggregates results (built from disjoint sets of (user, day) rows)."""
+    return _merge(
+        a,
+        b,
+        LIFETIME_KEY,
+        LIFETIME_ADD_COLUMNS,
+        LIFETIME_MIN_COLUMNS,
+        LIFETIME_MAX_COLUMNS,
+        LIFETIME_COLUMNS,
+    )

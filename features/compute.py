@@ -1,0 +1,72 @@
+"""As-of feature computation: one feature vector per user from the daily and lifetime tables.
+
+Point-in-time correctness: features as of a date use only data strictly before it. The daily
+table is filtered here; the lifetime table must already be built from days before as_of
+(lifetime_as_of does that for backfills and training sets).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from features.aggregates import lifetime_aggregates
+from features.registry import ACTIVE_DAY, FEATURES, WindowSum
+
+OUTPUT_KEY: tuple[str, ...] = ("user_id", "as_of")
+
+
+def _window_sums() -> tuple[WindowSum, ...]:
+    """Every window sum the registry reads, once each, in registry order."""
+    return tuple(dict.fromkeys(ws for f in FEATURES for ws in f.window_sums))
+
+
+def daily_before(daily: DataFrame, as_of: date) -> DataFrame:
+    """Daily rows strictly before as_of: the only daily data a feature as of as_of may see."""
+    return daily.where(F.col("activity_date") < F.lit(as_of))
+
+
+def lifetime_as_of(daily: DataFrame, as_of: date) -> DataFrame:
+    """Lifetime aggregates from the daily rows strictly before as_of."""
+    return lifetime_aggregates(daily_before(daily, as_of))
+
+
+def compute_features(daily: DataFrame, lifetime: DataFrame, as_of: date) -> DataFrame:
+    """Feature vector as of `as_of` for every user in `lifetime`: user_id, as_of, FEATURE_NAMES.
+
+    Window Nd covers daily rows with activity_date in [as_of - N, as_of). Users without rows
+    in a window get 0 for its counts and sums. `daily` must hold one row per (user, day), as
+    the MERGEd table does. `lifetime` must come from days before as_of; this function cannot
+    check that, and rows from as_of or later would leak into recency and lifetime features.
+    """
+    if isinstance(as_of, datetime):
+        raise TypeError("as_of is a date: features as of a day use the days before it")
+    sums = _window_sums()
+    lookback = max(ws.lookback_days for ws in sums)
+    day = F.col("activity_date")
+
+    def in_window(ws: WindowSum) -> Column:
+        end = as_of - timedelta(days=ws.offset_days)
+        return (day >= F.lit(end - timedelta(days=ws.days))) & (day < F.lit(end))
+
+    recent = daily_before(daily, as_of).where(day >= F.lit(as_of - timedelta(days=lookback)))
+    recent = recent.select(F.col("*"), (F.col("n_events") > 0).cast("long").alias(ACTIVE_DAY))
+    windowed = recent.groupBy(F.col("user_id")).agg(
+        *[
+            F.sum(F.when(in_window(ws), F.col(ws.column)).otherwise(F.lit(0))).alias(ws.alias)
+            for ws in sums
+        ]
+    )
+    # A user with no daily rows in the lookback has no `windowed` row: their sums are 0.
+    filled = lifetime.join(windowed, on="user_id", how="left").select(
+        *[F.col(c) for c in lifetime.columns],
+        *[F.coalesce(F.col(ws.alias), F.lit(0)).alias(ws.alias) for ws in sums],
+    )
+    as_of_col = F.lit(as_of)
+    return filled.select(
+        F.col("user_id"),
+        as_of_col.alias("as_of"),
+        *[feature.column(as_of_col) for feature in FEATURES],
+    )

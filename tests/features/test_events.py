@@ -1,0 +1,320 @@
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.testing import assertDataFrameEqual
+
+from features.events import (
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    PARSED_COLUMNS,
+    REJECT_REASONS,
+    apply_time_rules,
+    mark_duplicates,
+    mark_seen,
+    parse_events,
+    rejected_events,
+    utc_date,
+    valid_events,
+)
+
+TOPIC = "behaviour-events"
+KAFKA_TS = datetime(2024, 3, 1, 13, 0, tzinfo=UTC)
+MAX_BYTES = 512
+RAW_SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+)
+PARSED_SCHEMA = (
+    "event_id string, user_id string, event_type string, event_time timestamp, "
+    "schema_version int, amount double, currency string, quantity int, device string, "
+    "session_id string, product_id string, plan string, channel string, source_topic string, "
+    "source_partition int, source_offset long, kafka_timestamp timestamp, raw_key binary, "
+    "raw_value binary, reject_reason string"
+)
+DROP = object()  # marks a field to leave out of the JSON
+
+
+def _bytes(x: bytes | str | None) -> bytearray | None:
+    if x is None:
+        return None
+    return bytearray(x.encode("utf-8") if isinstance(x, str) else x)
+
+
+def raw_records(spark: SparkSession, records: list[tuple[bytes | str | None, ...]]) -> DataFrame:
+    """Kafka-shaped rows: (key, value) pairs at offsets 0, 1, 2, ... of partition 0."""
+    rows = [(_bytes(k), _bytes(v), TOPIC, 0, i, KAFKA_TS) for i, (k, v) in enumerate(records)]
+    return spark.createDataFrame(rows, RAW_SCHEMA)
+
+
+def event(props: dict | object | None = None, **fields: object) -> str:
+    """A valid purchase event as JSON, with fields overridden (DROP removes one)."""
+    doc: dict = {
+        "event_id": "e-1",
+        "user_id": "u-1",
+        "event_type": "purchase",
+        "event_time": "2024-03-01T12:34:56.789Z",
+        "schema_version": 1,
+        "properties": {"amount": 19.99, "currency": "GBP", "quantity": 2, "device": "web"},
+    }
+    if props is not None:
+        doc["properties"] = props
+    doc.update(fields)
+    return json.dumps({k: v for k, v in doc.items() if v is not DROP})
+
+
+def p(**overrides: object) -> dict:
+    """Valid purchase properties with overrides."""
+    return {"amount": 19.99, "currency": "GBP", "quantity": 2, "device": "web", **overrides}
+
+
+BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
+    (None, event(), "null_key"),
+    (None, b"\xff" * (MAX_BYTES + 1), "null_key"),  # first rule wins
+    ("u-1", event(padding="x" * MAX_BYTES), "oversized_value"),
+    ("u-1", b"\xff\xfe{}", "not_utf8"),
+    ("u-1", None, "not_json"),  # tombstone
+    ("u-1", "", "not_json"),
+    ("u-1", "not json", "not_json"),
+    ("u-1", '{"event_id": "e-1",', "not_json"),
+    ("u-1", "[1, 2]", "not_json"),
+    ("u-1", '"a string"', "not_json"),
+    ("u-1", "null", "not_json"),
+    ("u-1", '{"event_id": "a", "event_id": "b"}', "not_json"),
+    ("u-1", event(schema_version=DROP), "missing_field:schema_version"),
+    ("u-1", event(schema_version=None), "missing_field:schema_version"),
+    ("u-1", event(schema_version="1"), "wrong_type:schema_version"),
+    ("u-1", event(schema_version=1.5), "wrong_type:schema_version"),
+    ("u-1", event(schema_version=2), "unknown_schema_version"),
+    ("u-1", event(schema_version=99999999999), "unknown_schema_version"),
+    ("u-1", event(schema_version=2, event_id=DROP), "unknown_schema_version"),
+    ("u-1", event(event_id=DROP), "missing_field:event_id"),
+    ("u-1", event(event_id=""), "missing_field:event_id"),
+    ("u-1", event(event_id=DROP, user_id=5), "missing_field:event_id"),
+    ("u-1", event(user_id=None), "missing_field:user_id"),
+    ("u-1", event(event_type=DROP), "missing_field:event_type"),
+    ("u-1", event(event_time=DROP), "missing_field:event_time"),
+    ("u-1", event(props={"currency": "GBP"}), "missing_field:amount"),
+    ("u-1", event(event_type="refund", properties=DROP), "missing_field:amount"),
+    ("u-1", event(event_id=123), "wrong_type:event_id"),
+    ("u-1", event(user_id=True), "wrong_type:user_id"),
+    ("u-1", event(event_type=["purchase"]), "wrong_type:event_type"),
+    ("u-1", event(event_time=1709296496), "wrong_type:event_time"),
+    ("u-1", event(event_type="page_view", properties="web"), "wrong_type:properties"),
+    ("u-1", event(props=p(amount="19.99")), "wrong_type:amount"),
+    ("u-1", event(props=p(amount="x"), event_type="login"), "wrong_type:amount"),
+    ("u-1", event(props=p(currency=826)), "wrong_type:currency"),
+    ("u-1", event(props=p(quantity=1.5)), "wrong_type:quantity"),
+    ("u-1", event(props=p(device=1)), "wrong_type:device"),
+    ("u-1", event(props=p(session_id={})), "wrong_type:session_id"),
+    ("u-1", event(props=p(product_id=3)), "wrong_type:product_id"),
+    ("u-1", event(props=p(query=5)), "wrong_type:query"),
+    ("u-1", event(props=p(plan=[1])), "wrong_type:plan"),
+    ("u-1", event(props=p(channel=False)), "wrong_type:channel"),
+    ("u-1", event(event_type="login"), "unknown_event_type"),
+    ("u-1", event(event_type="Purchase"), "unknown_event_type"),
+    ("u-1", event(event_time="2024-03-01 12:34:56Z"), "invalid_value:event_time"),
+    ("u-1", event(event_time="2024-03-01T12:34:56"), "invalid_value:event_time"),
+    ("u-1", event(event_time="2024-02-30T00:00:00Z"), "invalid_value:event_time"),
+    ("u-1", event(event_time="yesterday"), "invalid_value:event_time"),
+    ("u-1", event(props=p(amount=-0.01)), "invalid_value:amount"),
+    ("u-1", event(props=p(currency="gbp")), "invalid_value:currency"),
+    ("u-1", event(props=p(currency="POUND")), "invalid_value:currency"),
+    ("u-1", event(props=p(quantity=-1)), "invalid_value:quantity"),
+    ("u-1", event(props=p(quantity=3_000_000_000)), "invalid_value:quantity"),
+    ("u-1", event(props=p(device="tv")), "invalid_value:device"),
+    ("u-2", event(props=p(device="tv")), "invalid_value:device"),
+    ("u-2", event(), "key_mismatch"),
+    (b"\xff", event(), "key_mismatch"),
+    ("u-1", event(), None),  # the base event is valid
+]
+
+
+def test_parse_events_rejects_each_bad_input_with_its_exact_reason(spark):
+    raw = raw_records(spark, [(k, v) for k, v, _ in BAD_INPUTS])
+    parsed = parse_events(raw, max_value_bytes=MAX_BYTES)
+    expected = spark.createDataFrame(
+        [(i, reason) for i, (_, _, reason) in enumerate(BAD_INPUTS)],
+        "source_offset long, reject_reason string",
+    )
+    assertDataFrameEqual(parsed.select("source_offset", "reject_reason"), expected)
+
+
+def test_parse_events_parses_valid_events_exactly(spark):
+    purchase = event(
+        props=p(session_id="s-9", product_id="p-1", query=None, plan=None, channel=None)
+    )
+    page_view = json.dumps(
+        {
+            "event_id": "e-2",
+            "user_id": "u-2",
+            "event_type": "page_view",
+            "event_time": "2024-03-01T00:30:00+01:00",
+            "schema_version": 1.0,
+            "unknown_top_level_field": {"ignored": True},
+        }
+    )
+    refund = event(
+        event_id="e-3",
+        event_type="refund",
+        properties={"amount": 20, "device": "ios", "plan": "pro", "channel": "email", "x": 1},
+    )
+    records = [("u-1", purchase), ("u-2", page_view), ("u-1", refund)]
+    t1 = datetime(2024, 3, 1, 12, 34, 56, 789000, tzinfo=UTC)
+    t2 = datetime(2024, 2, 29, 23, 30, tzinfo=UTC)
+    typed = [
+        ("e-1", "u-1", "purchase", t1, 1, 19.99, "GBP", 2, "web", "s-9", "p-1", None, None),
+        ("e-2", "u-2", "page_view", t2, 1, None, None, None, None, None, None, None, None),
+        ("e-3", "u-1", "refund", t1, 1, 20.0, None, None, "ios", None, None, "pro", "email"),
+    ]
+    expected = spark.createDataFrame(
+        [
+            (*row, TOPIC, 0, offset, KAFKA_TS, _bytes(key), _bytes(value), None)
+            for offset, (row, (key, value)) in enumerate(zip(typed, records, strict=True))
+        ],
+        PARSED_SCHEMA,
+    )
+    parsed = parse_events(raw_records(spark, records), max_value_bytes=MAX_BYTES)
+    assert tuple(parsed.columns) == PARSED_COLUMNS
+    assertDataFrameEqual(parsed, expected)
+    assertDataFrameEqual(valid_events(parsed), expected.select(*EVENT_COLUMNS))
+
+
+def test_valid_and_rejected_events_split_the_parsed_rows(spark):
+    bad = event(event_type="login")
+    raw = raw_records(spark, [("u-1", event()), ("u-1", bad), (None, b"\xff")])
+    parsed = parse_events(raw, max_value_bytes=MAX_BYTES)
+    assertDataFrameEqual(valid_events(parsed).select("source_offset", "event_id"), [(0, "e-1")])
+    expected_rejects = spark.createDataFrame(
+        [
+            (_bytes("u-1"), _bytes(bad), "unknown_event_type", TOPIC, 0, 1, KAFKA_TS),
+            (None, _bytes(b"\xff"), "null_key", TOPIC, 0, 2, KAFKA_TS),
+        ],
+        "raw_key binary, raw_value binary, reject_reason string, source_topic string, "
+        "source_partition int, source_offset long, kafka_timestamp timestamp",
+    )
+    assertDataFrameEqual(rejected_events(parsed), expected_rejects)
+
+
+TIMED_SCHEMA = "event_id string, event_time timestamp, reject_reason string"
+
+
+def _at(hour: int, minute: int = 0) -> datetime:
+    return datetime(2024, 3, 1, hour, minute, tzinfo=UTC)
+
+
+def test_apply_time_rules_rejects_future_and_late_events_only_if_still_valid(spark):
+    timed = spark.createDataFrame(
+        [
+            ("ok", _at(12), None),
+            ("at-max", _at(13), None),
+            ("future", _at(13, 1), None),
+            ("at-min", _at(10), None),
+            ("late", _at(9, 59), None),
+            ("already-bad", _at(23), "not_json"),
+        ],
+        TIMED_SCHEMA,
+    )
+    result = apply_time_rules(timed, max_event_time=_at(13), min_event_time=_at(10))
+    expected = [
+        ("ok", _at(12), None),
+        ("at-max", _at(13), None),
+        ("future", _at(13, 1), "future_event_time"),
+        ("at-min", _at(10), None),
+        ("late", _at(9, 59), "too_late"),
+        ("already-bad", _at(23), "not_json"),
+    ]
+    assertDataFrameEqual(result, spark.createDataFrame(expected, TIMED_SCHEMA))
+
+    naive_max = datetime(2024, 3, 1, 13, 0)  # read as UTC
+    unbounded_below = apply_time_rules(timed, max_event_time=naive_max, min_event_time=None)
+    assertDataFrameEqual(
+        unbounded_below.select("event_id", "reject_reason"),
+        [(e, r if r != "too_late" else None) for e, _, r in expected],
+    )
+
+
+def test_future_is_judged_against_each_records_own_kafka_timestamp(spark):
+    schema = (
+        "event_id string, event_time timestamp, kafka_timestamp timestamp, reject_reason string"
+    )
+    rows = [
+        ("on-time", _at(12), _at(12), None),
+        ("skew-ok", _at(13), _at(12), None),  # exactly one hour ahead of its producer
+        ("future", _at(13, 1), _at(12), None),
+        ("old-log", datetime(2010, 12, 1, 8, 26, tzinfo=UTC), _at(12), None),  # a replay
+    ]
+    result = apply_time_rules(spark.createDataFrame(rows, schema), max_skew_after_record_s=3600)
+    assertDataFrameEqual(
+        result.select("event_id", "reject_reason"),
+        [("on-time", None), ("skew-ok", None), ("future", "future_event_time"), ("old-log", None)],
+    )
+
+
+def test_mark_seen_flags_ids_already_stored(spark):
+    schema = "event_id string, reject_reason string"
+    parsed = spark.createDataFrame(
+        [("e-1", None), ("e-2", None), ("e-3", "not_json"), (None, "not_json")], schema
+    )
+    stored = spark.createDataFrame([("e-2",), ("e-3",), ("e-9",)], "event_id string")
+    assertDataFrameEqual(
+        mark_seen(parsed, stored),
+        spark.createDataFrame(
+            [("e-1", None), ("e-2", "duplicate_event_id"), ("e-3", "not_json"), (None, "not_json")],
+            schema,
+        ),
+    )
+
+
+def test_mark_duplicates_keeps_the_lowest_partition_and_offset(spark):
+    schema = (
+        "event_id string, source_topic string, source_partition int, source_offset long, "
+        "reject_reason string"
+    )
+    rows = [
+        ("e-1", TOPIC, 1, 5, None),
+        ("e-1", TOPIC, 0, 9, None),
+        ("e-1", TOPIC, 0, 7, None),
+        ("e-2", TOPIC, 1, 1, None),
+        ("e-3", TOPIC, 0, 1, "too_late"),  # a rejected copy does not count as the first
+        ("e-3", TOPIC, 0, 3, None),
+    ]
+    expected = [
+        ("e-1", TOPIC, 1, 5, "duplicate_event_id"),
+        ("e-1", TOPIC, 0, 9, "duplicate_event_id"),
+        ("e-1", TOPIC, 0, 7, None),
+        ("e-2", TOPIC, 1, 1, None),
+        ("e-3", TOPIC, 0, 1, "too_late"),
+        ("e-3", TOPIC, 0, 3, None),
+    ]
+    result = mark_duplicates(spark.createDataFrame(rows, schema))
+    assertDataFrameEqual(result, spark.createDataFrame(expected, schema))
+
+
+def test_utc_date_ignores_the_session_time_zone(spark):
+    moments = [
+        (datetime(2024, 3, 2, 3, 0, tzinfo=UTC),),
+        (datetime(2024, 3, 1, 23, 59, 59, 999999, tzinfo=UTC),),
+        (datetime(1969, 12, 31, 23, 0, tzinfo=UTC),),
+    ]
+    before = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/Los_Angeles")
+    try:
+        df = spark.createDataFrame(moments, "t timestamp")
+        assertDataFrameEqual(
+            df.select(utc_date(df.t).alias("d")),
+            [(date(2024, 3, 2),), (date(2024, 3, 1),), (date(1969, 12, 31),)],
+        )
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", before)
+
+
+def test_events_doc_lists_every_reason_in_order_and_every_event_type():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    documented = re.findall(r"^\| \d+ \| `([^`]+)` \|", text, flags=re.MULTILINE)
+    assert documented == list(REJECT_REASONS)
+    for event_type in EVENT_TYPES:
+        assert f"`{event_type}`" in text
