@@ -107,6 +107,23 @@ class StorageConfig(_Model):
     checkpoints: str = ".local/checkpoints"
 
 
+class FeatureStreamConfig(_Model):
+    """jobs/stream_features.py: validation limits, event-time rules, trigger and offsets."""
+
+    max_value_bytes: int = Field(65536, ge=256)
+    # An event more than this ahead of its Kafka record timestamp (the producer's clock)
+    # is rejected as future_event_time.
+    max_future_skew_s: int = Field(3600, ge=0)
+    # An event older than the event-time clock minus this is quarantined as too_late.
+    allowed_lateness_s: int = Field(3 * 86400, ge=0)
+    # Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow).
+    trigger_s: float = Field(5, ge=0)
+    max_offsets_per_trigger: int | None = Field(200_000, ge=1)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    checkpoint_name: str = "stream_features"
+    dlq_to_kafka: bool = True
+
+
 class MlflowConfig(_Model):
     tracking_uri: str = "http://127.0.0.1:5000"
     experiment: str = "churn"
@@ -137,6 +154,7 @@ class Config(_Model):
     kafka: KafkaConfig = KafkaConfig()
     spark: SparkConfig = SparkConfig()
     storage: StorageConfig = StorageConfig()
+    stream_features: FeatureStreamConfig = FeatureStreamConfig()
     mlflow: MlflowConfig = MlflowConfig()
     local_stack: LocalStackConfig = LocalStackConfig()
 

@@ -42,6 +42,10 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
     if not under_spark_submit():
         if cfg.spark.master:
             conf["spark.master"] = cfg.spark.master
+        if (cfg.spark.master or "local").startswith("local"):
+            # A local driver serves only this machine: listen on loopback, not on eth0.
+            conf["spark.driver.host"] = "127.0.0.1"
+            conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.memory"] = cfg.spark.driver_memory
         if cfg.spark.packages:
             conf["spark.jars.packages"] = ",".join(cfg.spark.packages)
