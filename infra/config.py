@@ -13,6 +13,7 @@ Only jobs read config; library code receives plain values.
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +131,76 @@ class MlflowConfig(_Model):
     model_name: str = "churn-lightgbm"
 
 
+class TrainingLightGBM(_Model):
+    """LightGBM hyperparameters (docs/training.md). Early stopping watches `metric` on the
+    out-of-time validation cutoffs; `num_threads`, `seed` and deterministic=True make a run
+    reproducible on the same machine."""
+
+    num_boost_round: int = Field(400, ge=1)  # upper bound; early stopping picks the count
+    early_stopping_rounds: int = Field(40, ge=1)
+    metric: Literal["auc", "average_precision"] = "auc"
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2, le=4096)
+    max_depth: int = Field(-1, ge=-1)
+    min_data_in_leaf: int = Field(40, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    lambda_l2: float = Field(1.0, ge=0)
+    # Weight of a churned row; None: n_not_churned / n_churned of the training rows. The
+    # booster's output is shifted back by log(weight), so its scores stay probabilities.
+    scale_pos_weight: float | None = Field(None, gt=0)
+    num_threads: int = Field(2, ge=1)
+    seed: int = 42
+
+
+GateMetric = Literal["roc_auc", "pr_auc", "precision_top_decile", "lift_top_decile"]
+
+
+class TrainingGate(_Model):
+    """Champion/challenger gate: both models are scored on the same out-of-time test rows."""
+
+    metric: GateMetric = "roc_auc"
+    # Promote when challenger >= champion + min_improvement (0: a fresher model that is
+    # as good as the champion replaces it).
+    min_improvement: float = Field(0.0, ge=0)
+    # Absolute minimums on the challenger's test metrics, whether or not a champion exists.
+    floors: dict[GateMetric, float] = {"roc_auc": 0.6, "lift_top_decile": 1.5}
+
+
+class TrainingConfig(_Model):
+    """jobs/train.py and jobs/schedule_train.py: spine, labels, split, model, gate, schedule.
+
+    Day-granular: a cutoff C is a date; features use days < C, the label the days in
+    [C, C + horizon_days); C is labelled only when C + horizon_days <= last day + 1.
+    """
+
+    table: Literal["user_activity_daily"] = "user_activity_daily"
+    horizon_days: int = Field(28, ge=1, le=1095)
+    lookback_days: int = Field(28, ge=1, le=1095)  # eligible: active in [C - lookback, C)
+    step_days: int = Field(7, ge=1, le=366)  # cutoffs every step_days back from the latest
+    min_history_days: int = Field(28, ge=0)  # first cutoff >= first day in the table + this
+    max_cutoffs: int | None = Field(None, ge=3)  # keep only the latest N scheduled cutoffs
+    cutoffs: list[date] | None = None  # explicit cutoffs instead of the schedule
+    valid_cutoffs: int = Field(1, ge=1)
+    test_cutoffs: int = Field(1, ge=1)
+    # Drop cutoffs whose label window overlaps the next split's first cutoff (an embargo).
+    purge_overlap: bool = False
+    lightgbm: TrainingLightGBM = TrainingLightGBM()
+    gate: TrainingGate = TrainingGate()
+    shap_rows: int = Field(1000, ge=10)  # test rows explained with pred_contrib for the plot
+    state_dir: Path = Path(".local/training")  # lock file and last-success state
+    schedule_cron: str = "0 3 * * *"  # UTC
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> TrainingConfig:
+        from croniter import croniter
+
+        if not croniter.is_valid(self.schedule_cron):
+            raise ValueError(f"schedule_cron {self.schedule_cron!r} is not a cron expression")
+        return self
+
+
 class LocalStackConfig(_Model):
     """The embedded stack that `make up` starts on loopback."""
 
@@ -156,6 +227,7 @@ class Config(_Model):
     storage: StorageConfig = StorageConfig()
     stream_features: FeatureStreamConfig = FeatureStreamConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    training: TrainingConfig = TrainingConfig()
     local_stack: LocalStackConfig = LocalStackConfig()
 
     def resolve(self, path: str | Path) -> Path:

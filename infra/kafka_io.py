@@ -142,8 +142,12 @@ def produce(
     for key, value in records:
         while True:
             try:
-                producer.produce(topic, key=None if key is None else key.encode(), value=value,
-                                 on_delivery=on_delivery)
+                producer.produce(
+                    topic,
+                    key=None if key is None else key.encode(),
+                    value=value,
+                    on_delivery=on_delivery,
+                )
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 producer.poll(0.05)
@@ -157,11 +161,17 @@ def produce(
                     time.sleep(ahead)
             if now - last_report >= progress_every_s:
                 last_report = now
-                print(f"{label}: {stats.produced:,} records, {stats.produced / (now - start):,.0f}/s",
-                      file=out, flush=True)
+                print(
+                    f"{label}: {stats.produced:,} records, {stats.produced / (now - start):,.0f}/s",
+                    file=out,
+                    flush=True,
+                )
     producer.flush()
     stats.seconds = time.monotonic() - start
-    print(f"{label}: {stats.produced:,} records to {topic} in {stats.seconds:.1f}s "
-          f"({stats.rate:,.0f}/s), delivered {stats.delivered:,}, failed {stats.failed:,}",
-          file=out, flush=True)
+    print(
+        f"{label}: {stats.produced:,} records to {topic} in {stats.seconds:.1f}s "
+        f"({stats.rate:,.0f}/s), delivered {stats.delivered:,}, failed {stats.failed:,}",
+        file=out,
+        flush=True,
+    )
     return stats

@@ -58,6 +58,8 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
 
 def build_spark(cfg: Config, app_name: str) -> SparkSession:
     """Build (or return the running) SparkSession with Delta and the Kafka connector."""
+    if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM at launch
     builder = SparkSession.builder
     for key, value in spark_conf(cfg, app_name).items():
         builder = builder.config(key, value)

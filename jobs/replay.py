@@ -20,16 +20,35 @@ from infra.kafka_io import ensure_topics, produce
 from sources.replay import ONLINE_RETAIL, ReplayMapping, replay
 
 PRESETS = {"online-retail": ONLINE_RETAIL}
-MAPPED = ("user_id", "event_time", "event_type", "event_id", "amount", "quantity", "unit_price",
-          "product_id", "session_id", "device", "currency", "time_format", "default_event_type",
-          "default_currency")
+MAPPED = (
+    "user_id",
+    "event_time",
+    "event_type",
+    "event_id",
+    "amount",
+    "quantity",
+    "unit_price",
+    "product_id",
+    "session_id",
+    "device",
+    "currency",
+    "time_format",
+    "default_event_type",
+    "default_currency",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.replay", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="+",
-                   help="files, a directory or a glob; a preset's directory may hold by-day/")
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source",
+        nargs="+",
+        help="files, a directory or a glob; a preset's directory may hold by-day/",
+    )
     p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a known log's column mapping")
     p.add_argument("--topic", default=None, help="override the configured events topic")
@@ -37,11 +56,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="stop after this many rows")
     m = p.add_argument_group("column mapping (overrides the preset)")
     for name in MAPPED:
-        m.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="COL"
-                       if name not in ("time_format", "default_event_type", "default_currency")
-                       else "VALUE")
-    m.add_argument("--refund-prefix", nargs=2, metavar=("COL", "PREFIX"), default=None,
-                   help="rows whose COL starts with PREFIX are refunds")
+        m.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            metavar="COL"
+            if name not in ("time_format", "default_event_type", "default_currency")
+            else "VALUE",
+        )
+    m.add_argument(
+        "--refund-prefix",
+        nargs=2,
+        metavar=("COL", "PREFIX"),
+        default=None,
+        help="rows whose COL starts with PREFIX are refunds",
+    )
     return p.parse_args(argv)
 
 
@@ -53,8 +82,10 @@ def mapping_from_args(args: argparse.Namespace) -> ReplayMapping:
         return replace(PRESETS[args.preset], **given)
     missing = [k for k in ("user_id", "event_time") if k not in given]
     if missing:
-        raise SystemExit("replay: without --preset, give at least "
-                         + " and ".join(f"--{k.replace('_', '-')}" for k in missing))
+        raise SystemExit(
+            "replay: without --preset, give at least "
+            + " and ".join(f"--{k.replace('_', '-')}" for k in missing)
+        )
     return ReplayMapping(**given)
 
 

@@ -21,16 +21,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = SimulationConfig()
     p = argparse.ArgumentParser(prog="python -m jobs.simulate", description=__doc__)
     p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
-    p.add_argument("--users", type=int, default=d.n_users, help="users at day 0 (default: %(default)s)")
+    p.add_argument(
+        "--users", type=int, default=d.n_users, help="users at day 0 (default: %(default)s)"
+    )
     p.add_argument("--days", type=int, default=d.days, help="days simulated (default: %(default)s)")
-    p.add_argument("--start", type=date.fromisoformat, default=d.start,
-                   help="first simulated day, YYYY-MM-DD (default: %(default)s)")
+    p.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=d.start,
+        help="first simulated day, YYYY-MM-DD (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--rate", type=float, default=None,
-                   help="events per second (default: as fast as possible)")
+    p.add_argument(
+        "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
+    )
     p.add_argument("--topic", default=None, help="override the configured events topic")
-    p.add_argument("--ground-truth", type=Path, default=None,
-                   help="also write each user's sign-up and hidden churn date to this CSV")
+    p.add_argument(
+        "--ground-truth",
+        type=Path,
+        default=None,
+        help="also write each user's sign-up and hidden churn date to this CSV",
+    )
     return p.parse_args(argv)
 
 

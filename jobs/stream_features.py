@@ -27,11 +27,17 @@ from store.tables import FeatureStore
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.stream_features", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.stream_features",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
-    p.add_argument("--available-now", action="store_true",
-                   help="process everything in the topic now, then stop (trigger availableNow)")
+    p.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process everything in the topic now, then stop (trigger availableNow)",
+    )
     return p.parse_args(argv)
 
 
@@ -49,11 +55,13 @@ def check_checkpoint(spark: SparkSession, store: FeatureStore, checkpoint: str) 
         raise SystemExit(
             f"stream_features: the checkpoint {checkpoint} is gone, but the feature store holds "
             f"batches up to {prev['batch_id']} written through it. Restore the checkpoint, or "
-            "reset both the tables and the checkpoint (see docs/operations.md) to reprocess.")
+            "reset both the tables and the checkpoint (see docs/operations.md) to reprocess."
+        )
 
 
-def start_feature_stream(spark: SparkSession, cfg: Config, *, available_now: bool = False,
-                         log=print) -> StreamingQuery:
+def start_feature_stream(
+    spark: SparkSession, cfg: Config, *, available_now: bool = False, log=print
+) -> StreamingQuery:
     """Wire Kafka -> process_batch -> Delta (+ DLQ topic) and start the query."""
     sf = cfg.stream_features
     store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
@@ -61,34 +69,68 @@ def start_feature_stream(spark: SparkSession, cfg: Config, *, available_now: boo
     check_checkpoint(spark, store, checkpoint)
     topics = cfg.kafka.topics
     ensure_topics(cfg.kafka, [topics.events, topics.dlq])
-    rules = IngestRules(max_value_bytes=sf.max_value_bytes, max_future_skew_s=sf.max_future_skew_s,
-                        allowed_lateness_s=sf.allowed_lateness_s)
+    rules = IngestRules(
+        max_value_bytes=sf.max_value_bytes,
+        max_future_skew_s=sf.max_future_skew_s,
+        allowed_lateness_s=sf.allowed_lateness_s,
+    )
     kafka_opts = spark_options(cfg.kafka)
     the_app = app_id(checkpoint)
 
     def to_dlq(rejects: DataFrame) -> None:
         # The original bytes, untouched, with the reason and source coordinates as headers.
-        (rejects.select(
-            F.col("raw_key").alias("key"), F.col("raw_value").alias("value"),
-            F.array(*[F.struct(F.lit(f"dlq.{name}").alias("key"),
-                               F.col(col).cast("string").cast("binary").alias("value"))
-                      for name, col in (("reason", "reject_reason"), ("topic", "source_topic"),
-                                        ("partition", "source_partition"),
-                                        ("offset", "source_offset"))]).alias("headers"))
-         .write.format("kafka").options(**kafka_opts).option("topic", topics.dlq).save())
+        (
+            rejects.select(
+                F.col("raw_key").alias("key"),
+                F.col("raw_value").alias("value"),
+                F.array(
+                    *[
+                        F.struct(
+                            F.lit(f"dlq.{name}").alias("key"),
+                            F.col(col).cast("string").cast("binary").alias("value"),
+                        )
+                        for name, col in (
+                            ("reason", "reject_reason"),
+                            ("topic", "source_topic"),
+                            ("partition", "source_partition"),
+                            ("offset", "source_offset"),
+                        )
+                    ]
+                ).alias("headers"),
+            )
+            .write.format("kafka")
+            .options(**kafka_opts)
+            .option("topic", topics.dlq)
+            .save()
+        )
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
-        result = process_batch(spark, store, batch, batch_id, rules, the_app,
-                               on_rejects=to_dlq if sf.dlq_to_kafka else None)
+        result = process_batch(
+            spark,
+            store,
+            batch,
+            batch_id,
+            rules,
+            the_app,
+            on_rejects=to_dlq if sf.dlq_to_kafka else None,
+        )
         log(f"stream_features: {result.line()}")
 
-    reader = (spark.readStream.format("kafka").options(**kafka_opts)
-              .option("subscribe", topics.events).option("startingOffsets", sf.starting_offsets)
-              .option("failOnDataLoss", "true"))
+    reader = (
+        spark.readStream.format("kafka")
+        .options(**kafka_opts)
+        .option("subscribe", topics.events)
+        .option("startingOffsets", sf.starting_offsets)
+        .option("failOnDataLoss", "true")
+    )
     if sf.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(sf.max_offsets_per_trigger))
-    writer = (reader.load().writeStream.queryName("stream_features").foreachBatch(each_batch)
-              .option("checkpointLocation", checkpoint))
+    writer = (
+        reader.load()
+        .writeStream.queryName("stream_features")
+        .foreachBatch(each_batch)
+        .option("checkpointLocation", checkpoint)
+    )
     if available_now or sf.trigger_s == 0:
         writer = writer.trigger(availableNow=True)
     else:
@@ -100,8 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
     spark = build_spark(cfg, app_name="stream-features")
-    query = start_feature_stream(spark, cfg, available_now=args.available_now,
-                                 log=lambda line: print(line, file=sys.stderr, flush=True))
+    query = start_feature_stream(
+        spark,
+        cfg,
+        available_now=args.available_now,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     try:
         query.awaitTermination()
     except KeyboardInterrupt:

@@ -112,18 +112,25 @@ class BatchResult:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items())) or "none"
         scope = "users (all: as-of moved)" if self.refreshed_all else "touched users"
         steps = " ".join(f"{k}={v:.1f}" for k, v in self.step_seconds.items())
-        return (f"batch {self.batch_id}: {self.records:,} records -> {self.valid:,} valid, "
-                f"{self.quarantined:,} quarantined ({reasons}); clock {self.clock}, "
-                f"as_of {self.as_of}; features for {self.users_updated:,} {scope}; "
-                f"{self.seconds:.1f}s ({steps})")
+        return (
+            f"batch {self.batch_id}: {self.records:,} records -> {self.valid:,} valid, "
+            f"{self.quarantined:,} quarantined ({reasons}); clock {self.clock}, "
+            f"as_of {self.as_of}; features for {self.users_updated:,} {scope}; "
+            f"{self.seconds:.1f}s ({steps})"
+        )
 
 
 def last_batch(spark: SparkSession, store: FeatureStore, app_id: str) -> dict | None:
     """The newest ``feature_batches`` row of this app, or None before its first batch."""
     if not store.exists(spark, "feature_batches"):
         return None
-    rows = (store.read(spark, "feature_batches").where(F.col("app_id") == app_id)
-            .orderBy(F.col("batch_id").desc()).limit(1).collect())
+    rows = (
+        store.read(spark, "feature_batches")
+        .where(F.col("app_id") == app_id)
+        .orderBy(F.col("batch_id").desc())
+        .limit(1)
+        .collect()
+    )
     return rows[0].asDict() if rows else None
 
 
@@ -132,19 +139,28 @@ def as_of_for(clock: datetime) -> date:
     return (clock.astimezone(UTC).date() if clock.tzinfo else clock.date()) + timedelta(days=1)
 
 
-def _stored_ids(spark: SparkSession, store: FeatureStore, dates: list[date],
-                batch_id: int) -> DataFrame:
+def _stored_ids(
+    spark: SparkSession, store: FeatureStore, dates: list[date], batch_id: int
+) -> DataFrame:
     """Event ids already in bronze on these event dates, written by earlier batches."""
     if not dates or not store.exists(spark, "events"):
         return spark.createDataFrame([], "event_id string")
-    return (store.read(spark, "events")
-            .where(F.col("event_date").isin(dates) & (F.col("ingest_batch_id") != batch_id))
-            .select(F.col("event_id")))
+    return (
+        store.read(spark, "events")
+        .where(F.col("event_date").isin(dates) & (F.col("ingest_batch_id") != batch_id))
+        .select(F.col("event_id"))
+    )
 
 
-def process_batch(spark: SparkSession, store: FeatureStore, raw: DataFrame, batch_id: int,
-                  rules: IngestRules, app_id: str,
-                  on_rejects: Callable[[DataFrame], None] | None = None) -> BatchResult:
+def process_batch(
+    spark: SparkSession,
+    store: FeatureStore,
+    raw: DataFrame,
+    batch_id: int,
+    rules: IngestRules,
+    app_id: str,
+    on_rejects: Callable[[DataFrame], None] | None = None,
+) -> BatchResult:
     """Apply one micro-batch of Kafka records to every feature-store table, idempotently.
 
     ``on_rejects`` receives the batch's rejected records (raw bytes, reason, Kafka
@@ -162,27 +178,38 @@ def process_batch(spark: SparkSession, store: FeatureStore, raw: DataFrame, batc
 
     parsed = apply_time_rules(
         parse_events(raw, max_value_bytes=rules.max_value_bytes),
-        min_event_time=min_time, max_skew_after_record_s=rules.max_future_skew_s,
+        min_event_time=min_time,
+        max_skew_after_record_s=rules.max_future_skew_s,
     )
     parsed = mark_duplicates(parsed).persist()
-    dates = [row["d"] for row in parsed.where(F.col("reject_reason").isNull())
-             .select(utc_date(F.col("event_time")).alias("d")).distinct().collect()]
+    dates = [
+        row["d"]
+        for row in parsed.where(F.col("reject_reason").isNull())
+        .select(utc_date(F.col("event_time")).alias("d"))
+        .distinct()
+        .collect()
+    ]
     checked = mark_seen(parsed, _stored_ids(spark, store, dates, batch_id)).persist()
-    summary = (checked.groupBy(F.col("reject_reason"))
-               .agg(F.count(F.lit(1)).alias("n"), F.max(F.col("event_time")).alias("t")).collect())
+    summary = (
+        checked.groupBy(F.col("reject_reason"))
+        .agg(F.count(F.lit(1)).alias("n"), F.max(F.col("event_time")).alias("t"))
+        .collect()
+    )
     parsed.unpersist()
     r.reasons = {row["reject_reason"]: row["n"] for row in summary if row["reject_reason"]}
     r.valid = sum(row["n"] for row in summary if row["reject_reason"] is None)
     r.quarantined = sum(r.reasons.values())
     r.records = r.valid + r.quarantined
-    newest = max((row["t"] for row in summary if row["reject_reason"] is None and row["t"]),
-                 default=None)
+    newest = max(
+        (row["t"] for row in summary if row["reject_reason"] is None and row["t"]), default=None
+    )
     r.clock = max((c for c in (clock_before, newest) if c is not None), default=None)
     t = r.step("validate", t)
 
     if r.quarantined:
         rejects = rejected_events(checked).select(
-            F.col("*"), F.lit(batch_id).cast("long").alias("batch_id"))
+            F.col("*"), F.lit(batch_id).cast("long").alias("batch_id")
+        )
         if on_rejects is not None:
             on_rejects(rejects)
             t = r.step("dead_letter_topic", t)
@@ -190,8 +217,11 @@ def process_batch(spark: SparkSession, store: FeatureStore, raw: DataFrame, batc
         t = r.step("quarantine", t)
     if r.valid:
         valid = valid_events(checked)
-        bronze = valid.select(F.col("*"), utc_date(F.col("event_time")).alias("event_date"),
-                              F.lit(batch_id).cast("long").alias("ingest_batch_id"))
+        bronze = valid.select(
+            F.col("*"),
+            utc_date(F.col("event_time")).alias("event_date"),
+            F.lit(batch_id).cast("long").alias("ingest_batch_id"),
+        )
         append(bronze, store.path("events"), txn, partition_by=["event_date"])
         t = r.step("events", t)
         _merge_aggregates(spark, store, valid, batch_id, txn)
@@ -201,7 +231,9 @@ def process_batch(spark: SparkSession, store: FeatureStore, raw: DataFrame, batc
         r.as_of = as_of_for(r.clock)
         r.refreshed_all = prev is None or prev["as_of"] != r.as_of
         if r.valid or r.refreshed_all:
-            touched = None if r.refreshed_all else valid_events(checked).select("user_id").distinct()
+            touched = (
+                None if r.refreshed_all else valid_events(checked).select("user_id").distinct()
+            )
             r.users_updated = _update_features(spark, store, r.as_of, touched, txn)
             t = r.step("user_features", t)
     _record_batch(spark, store, r, app_id, txn)
@@ -211,36 +243,68 @@ def process_batch(spark: SparkSession, store: FeatureStore, raw: DataFrame, batc
     return r
 
 
-def _merge_aggregates(spark: SparkSession, store: FeatureStore, valid: DataFrame, batch_id: int,
-                      txn: Txn) -> None:
+def _merge_aggregates(
+    spark: SparkSession, store: FeatureStore, valid: DataFrame, batch_id: int, txn: Txn
+) -> None:
     """MERGE-add the batch's daily partials, then its lifetime partials."""
     daily_path, life_path = store.path("user_activity_daily"), store.path("user_lifetime")
-    partial = daily_activity(valid).select(
-        *[F.col(c) for c in DAILY_COLUMNS], F.lit(batch_id).cast("long").alias("first_batch_id")
-    ).persist()
+    partial = (
+        daily_activity(valid)
+        .select(
+            *[F.col(c) for c in DAILY_COLUMNS], F.lit(batch_id).cast("long").alias("first_batch_id")
+        )
+        .persist()
+    )
     ensure_table(spark, partial, daily_path)
-    merge(spark, partial, daily_path, txn, on=DAILY_KEY,
-          update_set=additive_update_set(DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS))
+    merge(
+        spark,
+        partial,
+        daily_path,
+        txn,
+        on=DAILY_KEY,
+        update_set=additive_update_set(DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS),
+    )
     # Days this batch created (not merely added to) count once towards n_active_days. Read
     # back after the MERGE, so a replay after a crash between the two MERGEs counts the same.
-    new_days = (store.read(spark, "user_activity_daily")
-                .where(F.col("first_batch_id") == batch_id)
-                .groupBy(F.col("user_id")).agg(F.count(F.lit(1)).alias("new_days")))
-    life = (lifetime_aggregates(partial).join(new_days, on="user_id", how="left")
-            .select(*[F.coalesce(F.col("new_days"), F.lit(0)).alias(c) if c == "n_active_days"
-                      else F.col(c) for c in LIFETIME_COLUMNS]))
+    new_days = (
+        store.read(spark, "user_activity_daily")
+        .where(F.col("first_batch_id") == batch_id)
+        .groupBy(F.col("user_id"))
+        .agg(F.count(F.lit(1)).alias("new_days"))
+    )
+    life = (
+        lifetime_aggregates(partial)
+        .join(new_days, on="user_id", how="left")
+        .select(
+            *[
+                F.coalesce(F.col("new_days"), F.lit(0)).alias(c)
+                if c == "n_active_days"
+                else F.col(c)
+                for c in LIFETIME_COLUMNS
+            ]
+        )
+    )
     ensure_table(spark, life, life_path)
-    merge(spark, life, life_path, txn, on=LIFETIME_KEY,
-          update_set=additive_update_set(LIFETIME_ADD_COLUMNS, LIFETIME_MIN_COLUMNS,
-                                         LIFETIME_MAX_COLUMNS))
+    merge(
+        spark,
+        life,
+        life_path,
+        txn,
+        on=LIFETIME_KEY,
+        update_set=additive_update_set(
+            LIFETIME_ADD_COLUMNS, LIFETIME_MIN_COLUMNS, LIFETIME_MAX_COLUMNS
+        ),
+    )
     partial.unpersist()
 
 
-def _update_features(spark: SparkSession, store: FeatureStore, as_of: date,
-                     users: DataFrame | None, txn: Txn) -> int:
+def _update_features(
+    spark: SparkSession, store: FeatureStore, as_of: date, users: DataFrame | None, txn: Txn
+) -> int:
     """Recompute user_features as of ``as_of`` for ``users`` (None: every known user)."""
     daily = store.read(spark, "user_activity_daily").where(
-        F.col("activity_date") >= F.lit(as_of - timedelta(days=LOOKBACK_DAYS)))
+        F.col("activity_date") >= F.lit(as_of - timedelta(days=LOOKBACK_DAYS))
+    )
     lifetime = store.read(spark, "user_lifetime")
     if users is not None:
         daily = daily.join(F.broadcast(users), on="user_id", how="left_semi")
@@ -254,15 +318,30 @@ def _update_features(spark: SparkSession, store: FeatureStore, as_of: date,
     return n
 
 
-def _record_batch(spark: SparkSession, store: FeatureStore, r: BatchResult, app_id: str,
-                  txn: Txn) -> None:
-    row = [(app_id, r.batch_id, r.records, r.valid, r.quarantined, r.reasons, r.clock, r.as_of,
-            r.users_updated, r.refreshed_all, datetime.now(UTC))]
+def _record_batch(
+    spark: SparkSession, store: FeatureStore, r: BatchResult, app_id: str, txn: Txn
+) -> None:
+    row = [
+        (
+            app_id,
+            r.batch_id,
+            r.records,
+            r.valid,
+            r.quarantined,
+            r.reasons,
+            r.clock,
+            r.as_of,
+            r.users_updated,
+            r.refreshed_all,
+            datetime.now(UTC),
+        )
+    ]
     append(spark.createDataFrame(row, BATCHES_SCHEMA), store.path("feature_batches"), txn)
 
 
-def rebuild(spark: SparkSession, store: FeatureStore, events: DataFrame,
-            rejects: DataFrame | None = None) -> dict[str, object]:
+def rebuild(
+    spark: SparkSession, store: FeatureStore, events: DataFrame, rejects: DataFrame | None = None
+) -> dict[str, object]:
     """Rebuild every table from a bounded set of valid events (the backfill driver).
 
     Same functions as the stream, applied to the whole history at once: the daily table is
@@ -277,18 +356,28 @@ def rebuild(spark: SparkSession, store: FeatureStore, events: DataFrame,
 
     if rejects is not None:
         overwrite(rejects, store.path("quarantine"))
-    overwrite(events.select(F.col("*"), utc_date(F.col("event_time")).alias("event_date"),
-                            F.lit(-1).cast("long").alias("ingest_batch_id")),
-              store.path("events"), partition_by=["event_date"])
+    overwrite(
+        events.select(
+            F.col("*"),
+            utc_date(F.col("event_time")).alias("event_date"),
+            F.lit(-1).cast("long").alias("ingest_batch_id"),
+        ),
+        store.path("events"),
+        partition_by=["event_date"],
+    )
     daily = daily_activity(events).select(
-        *[F.col(c) for c in DAILY_COLUMNS], F.lit(-1).cast("long").alias("first_batch_id"))
+        *[F.col(c) for c in DAILY_COLUMNS], F.lit(-1).cast("long").alias("first_batch_id")
+    )
     overwrite(daily, store.path("user_activity_daily"))
     daily = store.read(spark, "user_activity_daily")
     overwrite(lifetime_aggregates(daily.select(*DAILY_COLUMNS)), store.path("user_lifetime"))
-    features = compute_features(daily.select(*DAILY_COLUMNS), store.read(spark, "user_lifetime"),
-                                as_of)
+    features = compute_features(
+        daily.select(*DAILY_COLUMNS), store.read(spark, "user_lifetime"), as_of
+    )
     overwrite(features, store.path("user_features"), properties=CDF)
-    counts = {t: store.read(spark, t).count() for t in
-              ("events", "user_activity_daily", "user_lifetime", "user_features")}
+    counts = {
+        t: store.read(spark, t).count()
+        for t in ("events", "user_activity_daily", "user_lifetime", "user_features")
+    }
     events.unpersist()
     return {"as_of": as_of, "newest_event_time": newest, **counts}

@@ -20,8 +20,14 @@ from typing import cast
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 
-TABLES = ("events", "quarantine", "user_activity_daily", "user_lifetime", "user_features",
-          "feature_batches")
+TABLES = (
+    "events",
+    "quarantine",
+    "user_activity_daily",
+    "user_lifetime",
+    "user_features",
+    "feature_batches",
+)
 
 _TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -60,8 +66,14 @@ class Txn:
         return {"txnAppId": self.app_id, "txnVersion": str(self.version)}
 
 
-def append(df: DataFrame, path: str, txn: Txn, *, partition_by: Sequence[str] = (),
-           properties: dict[str, str] | None = None) -> None:
+def append(
+    df: DataFrame,
+    path: str,
+    txn: Txn,
+    *,
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+) -> None:
     """Append ``df`` to the Delta table at ``path`` (created on first write), once per txn."""
     writer = df.write.format("delta").mode("append").options(**txn.options())
     if partition_by:
@@ -71,8 +83,13 @@ def append(df: DataFrame, path: str, txn: Txn, *, partition_by: Sequence[str] = 
     writer.save(path)
 
 
-def overwrite(df: DataFrame, path: str, *, partition_by: Sequence[str] = (),
-              properties: dict[str, str] | None = None) -> None:
+def overwrite(
+    df: DataFrame,
+    path: str,
+    *,
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+) -> None:
     """Replace the table's contents (backfills); creates it when missing."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
@@ -82,15 +99,29 @@ def overwrite(df: DataFrame, path: str, *, partition_by: Sequence[str] = (),
     writer.save(path)
 
 
-def ensure_table(spark: SparkSession, df: DataFrame, path: str, *,
-                 partition_by: Sequence[str] = (), properties: dict[str, str] | None = None) -> None:
+def ensure_table(
+    spark: SparkSession,
+    df: DataFrame,
+    path: str,
+    *,
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+) -> None:
     """Create an empty table with ``df``'s schema when none exists (so MERGE has a target)."""
     if not DeltaTable.isDeltaTable(spark, path):
         overwrite(df.limit(0), path, partition_by=partition_by, properties=properties)
 
 
-def merge(spark: SparkSession, source: DataFrame, path: str, txn: Txn, *, on: Sequence[str],
-          update_set: dict[str, str] | None, insert_all: bool = True) -> None:
+def merge(
+    spark: SparkSession,
+    source: DataFrame,
+    path: str,
+    txn: Txn,
+    *,
+    on: Sequence[str],
+    update_set: dict[str, str] | None,
+    insert_all: bool = True,
+) -> None:
     """MERGE ``source`` into ``path`` on the key columns, once per txn.
 
     ``update_set`` maps target column -> SQL expression over ``t`` (target) and ``s``
@@ -99,8 +130,11 @@ def merge(spark: SparkSession, source: DataFrame, path: str, txn: Txn, *, on: Se
     target = DeltaTable.forPath(spark, path)
     cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in on)
     builder = target.alias("t").merge(source.alias("s"), cond)
-    builder = (builder.whenMatchedUpdateAll() if update_set is None
-               else builder.whenMatchedUpdate(set=cast(dict[str, str | Column], update_set)))
+    builder = (
+        builder.whenMatchedUpdateAll()
+        if update_set is None
+        else builder.whenMatchedUpdate(set=cast(dict[str, str | Column], update_set))
+    )
     if insert_all:
         builder = builder.whenNotMatchedInsertAll()
     conf = spark.conf
@@ -113,8 +147,9 @@ def merge(spark: SparkSession, source: DataFrame, path: str, txn: Txn, *, on: Se
         conf.unset(_TXN_VERSION)
 
 
-def additive_update_set(add: Sequence[str], low: Sequence[str], high: Sequence[str],
-                        assign: Sequence[str] = ()) -> dict[str, str]:
+def additive_update_set(
+    add: Sequence[str], low: Sequence[str], high: Sequence[str], assign: Sequence[str] = ()
+) -> dict[str, str]:
     """The MERGE-add update: counts and sums add, firsts take the min, lasts the max."""
     out = {c: f"coalesce(t.`{c}`, 0) + coalesce(s.`{c}`, 0)" for c in add}
     out |= {c: f"least(t.`{c}`, s.`{c}`)" for c in low}  # least/greatest skip nulls
