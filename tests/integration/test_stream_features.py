@@ -169,7 +169,7 @@ def expected_rejects() -> list[tuple[int, str]]:
 
 
 def test_every_bad_input_is_quarantined_with_its_reason(scenario, spark):
-    cfg, store, _ = scenario
+    _, store, _ = scenario
     got = store.read(spark, "quarantine").select("source_offset", "reject_reason")
     assertDataFrameEqual(
         got, spark.createDataFrame(expected_rejects(), "source_offset long, reject_reason string")
@@ -180,7 +180,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(scenario, spark):
 
 
 def test_valid_plus_quarantined_equals_produced(scenario, spark):
-    cfg, store, lines = scenario
+    _, store, lines = scenario
     produced = len(ROUND_1) + len(ROUND_2)
     batches = (
         store.read(spark, "feature_batches")
