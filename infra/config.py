@@ -125,6 +125,33 @@ class FeatureStreamConfig(_Model):
     dlq_to_kafka: bool = True
 
 
+class ScoringConfig(_Model):
+    """jobs/stream_scores.py and jobs/score_batch.py."""
+
+    model_alias: str = "champion"
+    # Re-resolve the alias at most this often (0: at every micro-batch).
+    resolve_every_s: float = Field(0, ge=0)
+    # Risk bands: score >= high -> "high", >= medium -> "medium", else "low".
+    band_medium: float = Field(0.3, gt=0, lt=1)
+    band_high: float = Field(0.6, gt=0, lt=1)
+    # "every": emit every update; "changed": only when the score moves by >= min_delta or
+    # the band changes (first scores are always emitted).
+    emit: Literal["every", "changed"] = "every"
+    min_delta: float = Field(0.05, ge=0, le=1)
+    # Bands whose scores carry the top-3 reasons (exact TreeSHAP costs ~300x a prediction).
+    reasons_for_bands: list[Literal["low", "medium", "high"]] = ["medium", "high"]
+    trigger_s: float = Field(5, ge=0)
+    checkpoint_name: str = "stream_scores"
+    # Seconds to wait between checks while no model has the alias yet.
+    wait_for_model_s: float = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> ScoringConfig:
+        if not self.band_medium < self.band_high:
+            raise ValueError(f"band_medium ({self.band_medium}) must be below band_high ({self.band_high})")
+        return self
+
+
 class MlflowConfig(_Model):
     tracking_uri: str = "http://127.0.0.1:5000"
     experiment: str = "churn"
@@ -226,6 +253,7 @@ class Config(_Model):
     spark: SparkConfig = SparkConfig()
     storage: StorageConfig = StorageConfig()
     stream_features: FeatureStreamConfig = FeatureStreamConfig()
+    scoring: ScoringConfig = ScoringConfig()
     mlflow: MlflowConfig = MlflowConfig()
     training: TrainingConfig = TrainingConfig()
     local_stack: LocalStackConfig = LocalStackConfig()
