@@ -6,8 +6,10 @@ The streaming job calls :func:`process_batch` inside ``foreachBatch``; the backf
 One batch, in order (each write idempotent per (app_id, batch_id), see store/tables.py):
 
 1. parse and validate; reject future events (per record), late events (behind the
-   event-time clock minus the allowed lateness) and duplicates (in the batch, or already in
-   ``events`` on the same event date);
+   watermark minus the allowed lateness) and duplicates (in the batch, or already in
+   ``events`` on the same event date). The watermark is the slowest Kafka partition's
+   newest event time, so a replay whose partitions move through event time at different
+   speeds rejects nothing that live traffic would accept;
 2. rejected records -> ``quarantine`` (raw bytes, reason, Kafka coordinates);
 3. valid events -> ``events`` (bronze, partitioned by event_date);
 4. their per-user daily partial counts MERGE-added into ``user_activity_daily``;
@@ -16,7 +18,8 @@ One batch, in order (each write idempotent per (app_id, batch_id), see store/tab
 6. features as of the clock's next midnight recomputed into ``user_features`` for the users
    the batch touched, or for every user when the as-of date moved (silence is a signal:
    recency must grow for users who send nothing);
-7. one row in ``feature_batches``: counts per reason, the clock, the as-of date. It is
+7. one row in ``feature_batches``: counts per reason, the clock (newest event time
+   accepted), each partition's newest event time, the watermark, the as-of date. It is
    written last, so a batch found there is complete and is skipped if replayed.
 """
 
@@ -70,7 +73,8 @@ CDF = {"delta.enableChangeDataFeed": "true"}
 LOOKBACK_DAYS = max(ws.lookback_days for f in FEATURES for ws in f.window_sums)
 BATCHES_SCHEMA = (
     "app_id string, batch_id long, records long, valid long, quarantined long, "
-    "reasons map<string,long>, clock timestamp, as_of date, users_updated long, "
+    "reasons map<string,long>, clock timestamp, watermark timestamp, "
+    "partition_clocks map<string,timestamp>, as_of date, users_updated long, "
     "refreshed_all boolean, processed_at timestamp"
 )
 
@@ -92,6 +96,8 @@ class BatchResult:
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     clock: datetime | None = None
+    watermark: datetime | None = None
+    partition_clocks: dict[str, datetime] = field(default_factory=dict)
     as_of: date | None = None
     users_updated: int = 0
     refreshed_all: bool = False
@@ -115,6 +121,7 @@ class BatchResult:
         return (
             f"batch {self.batch_id}: {self.records:,} records -> {self.valid:,} valid, "
             f"{self.quarantined:,} quarantined ({reasons}); clock {self.clock}, "
+            f"watermark {self.watermark}, "
             f"as_of {self.as_of}; features for {self.users_updated:,} {scope}; "
             f"{self.seconds:.1f}s ({steps})"
         )
@@ -173,8 +180,8 @@ def process_batch(
         r.skipped = True
         return r
     txn = Txn(app_id, batch_id)
-    clock_before: datetime | None = prev["clock"] if prev else None
-    min_time = clock_before - timedelta(seconds=rules.allowed_lateness_s) if clock_before else None
+    watermark: datetime | None = prev["watermark"] if prev else None
+    min_time = watermark - timedelta(seconds=rules.allowed_lateness_s) if watermark else None
 
     parsed = apply_time_rules(
         parse_events(raw, max_value_bytes=rules.max_value_bytes),
@@ -191,19 +198,24 @@ def process_batch(
     ]
     checked = mark_seen(parsed, _stored_ids(spark, store, dates, batch_id)).persist()
     summary = (
-        checked.groupBy(F.col("reject_reason"))
+        checked.groupBy(F.col("reject_reason"), F.col("source_topic"), F.col("source_partition"))
         .agg(F.count(F.lit(1)).alias("n"), F.max(F.col("event_time")).alias("t"))
         .collect()
     )
     parsed.unpersist()
-    r.reasons = {row["reject_reason"]: row["n"] for row in summary if row["reject_reason"]}
+    for row in summary:
+        if row["reject_reason"]:
+            r.reasons[row["reject_reason"]] = r.reasons.get(row["reject_reason"], 0) + row["n"]
     r.valid = sum(row["n"] for row in summary if row["reject_reason"] is None)
     r.quarantined = sum(r.reasons.values())
     r.records = r.valid + r.quarantined
-    newest = max(
-        (row["t"] for row in summary if row["reject_reason"] is None and row["t"]), default=None
-    )
-    r.clock = max((c for c in (clock_before, newest) if c is not None), default=None)
+    r.partition_clocks = dict(prev["partition_clocks"] or {}) if prev else {}
+    for row in summary:
+        if row["reject_reason"] is None and row["t"] is not None:
+            key = f"{row['source_topic']}/{row['source_partition']}"
+            r.partition_clocks[key] = max(row["t"], r.partition_clocks.get(key, row["t"]))
+    r.clock = max(r.partition_clocks.values(), default=None)
+    r.watermark = min(r.partition_clocks.values(), default=None)
     t = r.step("validate", t)
 
     if r.quarantined:
@@ -330,6 +342,8 @@ def _record_batch(
             r.quarantined,
             r.reasons,
             r.clock,
+            r.watermark,
+            r.partition_clocks,
             r.as_of,
             r.users_updated,
             r.refreshed_all,
