@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= local
 PYTEST_ARGS ?=
 
-.PHONY: help setup jars up down status test test-fast lint demo clean
+.PHONY: help setup jars up down status test test-fast lint demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ lint: setup  ## ruff (lint + format check, notebooks too) and mypy
 
 demo: up  ## run the pipeline end to end on the local stack
 	$(PY) -m jobs.demo --config $(CONFIG)
+
+bench: up  ## benchmarks: ratios to references measured in the same run (docs/benchmarks.md)
+	$(PY) -m benchmarks.bench_ingest --out .local/bench/results.jsonl
 
 clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs); keeps venv and jars
 	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo
