@@ -215,6 +215,7 @@ class TrainingConfig(_Model):
     purge_overlap: bool = False
     lightgbm: TrainingLightGBM = TrainingLightGBM()
     gate: TrainingGate = TrainingGate()
+    build_threads: int = Field(2, ge=1)  # cutoffs whose rows Spark builds concurrently
     shap_rows: int = Field(1000, ge=10)  # test rows explained with pred_contrib for the plot
     state_dir: Path = Path(".local/training")  # lock file and last-success state
     schedule_cron: str = "0 3 * * *"  # UTC
