@@ -1,114 +1,284 @@
-"""End-to-end demo on the embedded local stack (`make demo`).
+"""The whole pipeline, end to end, on the embedded local stack (`make demo`).
 
-Until the feature, training and scoring jobs land, this is a smoke run of the real stack:
-it produces a batch of events to Kafka, streams them into a Delta table with Structured
-Streaming, logs the counts to an MLflow run, and says which stages are still missing.
+1. reset the demo's topics, tables and checkpoints (MLflow runs and models are kept, so a
+   second demo shows the champion/challenger gate at work);
+2. simulate users with a hidden churn process and produce their events to Kafka;
+3. stream them into the feature store (jobs.stream_features, until the topic is drained);
+4. train LightGBM on point-in-time training sets, log and register it in MLflow, gate it;
+5. score every user with the champion (jobs.stream_scores, until every update is scored);
+6. print a summary and write it as JSON (default .local/demo/summary.json).
+
+The stack stays up afterwards for exploring (MLflow UI, notebooks); `make down` stops it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from infra.config import load_config
-from infra.kafka_io import ensure_topics, producer_config, spark_options
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from infra.config import Config, load_config
+from infra.kafka_io import client_config, ensure_topics, produce
 from infra.spark import build_spark
+from store.tables import FeatureStore
 
 SUMMARY_PATH = Path(".local/demo/summary.json")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         prog="python -m jobs.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--config", default="local", help="conf/<name>.yaml or a path (default: local)"
+    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    p.add_argument("--users", type=int, default=2000, help="simulated users (default: %(default)s)")
+    p.add_argument("--days", type=int, default=150, help="simulated days (default: %(default)s)")
+    p.add_argument("--big", action="store_true", help="a bigger run: 10,000 users over 180 days")
+    p.add_argument(
+        "--bad-every",
+        type=int,
+        default=1000,
+        help="also send one malformed record per this many events, to show the "
+        "dead-letter path (0: none; default: %(default)s)",
     )
-    parser.add_argument(
-        "--events", type=int, default=1000, help="smoke events to produce (default: 1000)"
+    p.add_argument("--seed", type=int, default=7, help="simulation seed (default: %(default)s)")
+    p.add_argument(
+        "--summary",
+        type=Path,
+        default=SUMMARY_PATH,
+        help="where to write the JSON summary (default: %(default)s)",
     )
-    return parser.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def say(msg: str) -> None:
+    print(f"demo: {msg}", flush=True)
+
+
+def reset(cfg: Config) -> None:
+    """Delete the demo's topics, tables and checkpoints so every demo starts the same way."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = [cfg.kafka.topics.events, cfg.kafka.topics.dlq, cfg.kafka.topics.scores]
+    admin = AdminClient(client_config(cfg.kafka))
+    existing = set(admin.list_topics(timeout=30).topics)
+    doomed = [t for t in topics if t in existing]
+    for future in admin.delete_topics(doomed, operation_timeout=30).values() if doomed else []:
+        future.result()
+    deadline = time.monotonic() + 60
+    while set(admin.list_topics(timeout=30).topics) & set(doomed) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for path in (cfg.storage.warehouse, cfg.storage.checkpoints):
+        local = cfg.resolve(path)
+        if "://" not in str(path) and local.exists():
+            shutil.rmtree(local)
+    ensure_topics(cfg.kafka, topics)
+    say(f"reset topics {', '.join(topics)}, {cfg.storage.warehouse} and {cfg.storage.checkpoints}")
+
+
+# Malformed records the demo mixes in: each lands in the quarantine with this reason.
+BAD_RECORDS: tuple[tuple[bytes | None, bytes], ...] = (
+    (b"u-bad", b"{not json"),
+    (
+        b"u-bad",
+        b'{"event_id": "x", "user_id": "u-bad", "event_type": "teleport", '
+        b'"event_time": "2024-01-01T00:00:00Z", "schema_version": 1}',
+    ),
+    (None, b'{"event_id": "y", "event_type": "page_view"}'),
+)
+
+
+def simulate_events(cfg: Config, users: int, days: int, seed: int, bad_every: int) -> int:
+    from sources.simulator import SimulationConfig, simulate
+
+    sim = SimulationConfig(n_users=users, days=days, seed=seed)
+    say(f"simulating {users:,} users over {days} days from {sim.start} (seed {seed})")
+
+    def records() -> Iterator[tuple[str | None, bytes]]:
+        for n, event in enumerate(simulate(sim), start=1):
+            yield event["user_id"], json.dumps(event, separators=(",", ":")).encode()
+            if bad_every and n % bad_every == 0:
+                key, value = BAD_RECORDS[(n // bad_every) % len(BAD_RECORDS)]
+                yield (None if key is None else key.decode()), value
+
+    stats = produce(cfg.kafka, cfg.kafka.topics.events, records(), label="demo: simulate")
+    if stats.failed:
+        raise SystemExit(f"demo: {stats.failed} events failed delivery: {stats.errors}")
+    return stats.produced
+
+
+def run_feature_stream(spark: SparkSession, cfg: Config) -> None:
+    from jobs.stream_features import start_feature_stream
+
+    say("streaming events into the feature store (one line per micro-batch)")
+    query = start_feature_stream(spark, cfg, available_now=True, log=say)
+    query.awaitTermination()
+    if query.exception():
+        raise SystemExit(f"demo: the feature stream failed: {query.exception()}")
+
+
+def run_scorer(spark: SparkSession, cfg: Config) -> None:
+    from jobs.stream_scores import start_score_stream
+
+    say("scoring every user with the champion (one line per micro-batch)")
+    query = start_score_stream(spark, cfg, available_now=True, log=say)
+    query.awaitTermination()
+    if query.exception():
+        raise SystemExit(f"demo: the scorer failed: {query.exception()}")
+
+
+def summarize(
+    spark: SparkSession,
+    cfg: Config,
+    produced: int,
+    training: dict[str, Any],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
+    batches = (
+        store.read(spark, "feature_batches")
+        .agg(
+            F.sum("records").alias("records"),
+            F.sum("valid").alias("valid"),
+            F.sum("quarantined").alias("quarantined"),
+        )
+        .collect()[0]
+    )
+    reasons = {
+        r["reason"]: r["n"]
+        for r in store.read(spark, "feature_batches")
+        .select(F.explode("reasons").alias("reason", "count"))
+        .groupBy("reason")
+        .agg(F.sum("count").alias("n"))
+        .collect()
+    }
+    from scoring.sink import scores_path
+
+    scores = spark.read.format("delta").load(scores_path(store.warehouse))
+    latest = scores.groupBy("user_id").agg(
+        F.max_by(F.col("risk_band"), F.struct(F.col("features_as_of"), F.col("batch_id"))).alias(
+            "risk_band"
+        )
+    )
+    bands = {
+        r["risk_band"]: r["n"]
+        for r in latest.groupBy("risk_band").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    versions = sorted(
+        {
+            f"{r['model_name']}/{r['model_version']}"
+            for r in scores.select("model_name", "model_version").distinct().collect()
+        }
+    )
+    ui = cfg.mlflow.tracking_uri
+    return {
+        "events": {
+            "produced": produced,
+            "processed": batches["records"],
+            "valid": batches["valid"],
+            "quarantined": batches["quarantined"],
+            "quarantined_by_reason": reasons,
+        },
+        "users": store.read(spark, "user_lifetime").count(),
+        "feature_rows": store.read(spark, "user_features").count(),
+        "daily_rows": store.read(spark, "user_activity_daily").count(),
+        "training": training,
+        "scores": {
+            "rows": scores.count(),
+            "users_scored": latest.count(),
+            "latest_by_band": bands,
+            "model_versions": versions,
+        },
+        "where": {
+            "mlflow_ui": ui,
+            "experiment": f"{ui}/#/experiments/{training['experiment_id']}",
+            "model": f"{ui}/#/models/{cfg.mlflow.model_name}",
+            "tables": store.warehouse,
+            "topics": [cfg.kafka.topics.events, cfg.kafka.topics.dlq, cfg.kafka.topics.scores],
+        },
+        "seconds": seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.big:
+        args.users, args.days = 10_000, 180
     cfg = load_config(args.config)
-    from confluent_kafka import Producer
-
     t0 = time.monotonic()
-    topic = cfg.kafka.topics.events
-    ensure_topics(cfg.kafka, [topic, cfg.kafka.topics.dlq, cfg.kafka.topics.scores])
-    producer = Producer(producer_config(cfg.kafka))
-    run_id = uuid.uuid4().hex[:8]
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-    for i in range(args.events):
-        event: dict[str, object] = {
-            "event_id": f"smoke-{run_id}-{i}",
-            "user_id": f"u{i % 50}",
-            "event_type": "page_view",
-            "event_time": (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
-            "schema_version": 1,
-        }
-        producer.produce(topic, key=f"u{i % 50}".encode(), value=json.dumps(event).encode())
-        producer.poll(0)
-    producer.flush(30)
-    print(
-        f"demo: produced {args.events} events to {topic} in {time.monotonic() - t0:.1f}s",
-        flush=True,
-    )
+    seconds: dict[str, float] = {}
 
-    spark = build_spark(cfg, app_name="demo-smoke")
-    table = str(cfg.resolve(cfg.storage.warehouse) / "smoke_raw_events")
-    query = (
-        spark.readStream.format("kafka")
-        .options(**spark_options(cfg.kafka))
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .load()
-        .selectExpr(
-            "CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value", "partition", "offset"
-        )
-        .writeStream.format("delta")
-        .option(
-            "checkpointLocation", str(cfg.resolve(cfg.storage.checkpoints) / "smoke_raw_events")
-        )
-        .trigger(availableNow=True)
-        .start(table)
-    )
-    query.awaitTermination()
-    rows = spark.read.format("delta").load(table).count()
-    print(f"demo: {rows} rows in Delta table {table}", flush=True)
+    def lap(name: str, since: float) -> float:
+        now = time.monotonic()
+        seconds[name] = round(now - since, 1)
+        return now
 
-    import mlflow
+    reset(cfg)
+    t = lap("reset", t0)
+    produced = simulate_events(cfg, args.users, args.days, args.seed, args.bad_every)
+    t = lap("simulate", t)
+    spark = build_spark(cfg, app_name="demo")
+    run_feature_stream(spark, cfg)
+    t = lap("stream_features", t)
 
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    mlflow.set_experiment(f"{cfg.mlflow.experiment}-smoke")
-    with mlflow.start_run(run_name="demo-smoke") as run:
-        mlflow.log_metrics({"events_produced": args.events, "delta_rows": rows})
-    summary = {
-        "mode": "smoke",
-        "events_produced": args.events,
-        "delta_rows": rows,
-        "delta_table": table,
-        "mlflow_run": f"{cfg.mlflow.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
-        "missing_stages": ["stream_features", "train", "stream_scores"],
-        "seconds": round(time.monotonic() - t0, 1),
-    }
-    out = cfg.resolve(SUMMARY_PATH)
+    from training.pipeline import train
+
+    say("training (point-in-time training set, LightGBM, baselines, MLflow, gate)")
+    result = train(spark, cfg)
+    training = {**result.summary(), "experiment_id": result.experiment_id}
+    t = lap("train", t)
+    run_scorer(spark, cfg)
+    t = lap("stream_scores", t)
+    seconds["total"] = round(time.monotonic() - t0, 1)
+
+    summary = summarize(spark, cfg, produced, training, seconds)
+    out = cfg.resolve(args.summary)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(
-        "demo: smoke run only: the feature, training and scoring stages are not built yet. "
-        f"Summary in {out}. The stack stays up; `make down` stops it."
-    )
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    print_summary(summary, out)
     spark.stop()
+
+
+def print_summary(s: dict[str, Any], path: Path) -> None:
+    ev, tr, sc = s["events"], s["training"], s["scores"]
+    print("\n=== churn pipeline demo ===")
+    why = ", ".join(f"{k} {v:,}" for k, v in sorted(ev["quarantined_by_reason"].items()))
+    print(
+        f"events      produced {ev['produced']:,}; valid {ev['valid']:,}; "
+        f"quarantined {ev['quarantined']:,}" + (f" ({why})" if why else "")
+    )
+    print(
+        f"features    {s['users']:,} users, {s['daily_rows']:,} daily rows, "
+        f"{s['feature_rows']:,} feature vectors"
+    )
+    print(
+        f"model       {tr['model']} ({'promoted to champion' if tr['promoted'] else 'not promoted'}: "
+        f"{tr['reason']})"
+    )
+    print(f"            {'scorer':10s} {'roc_auc':>8s} {'pr_auc':>8s}")
+    for name, m in tr["test_metrics"].items():
+        print(f"            {name:10s} {m['roc_auc']:8.4f} {m['pr_auc']:8.4f}")
+    print(
+        f"scores      {sc['rows']:,} rows for {sc['users_scored']:,} users by "
+        f"{', '.join(sc['model_versions'])}; latest by band: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(sc["latest_by_band"].items()))
+    )
+    w = s["where"]
+    print(
+        f"look at     MLflow UI {w['mlflow_ui']} (experiment {w['experiment']}, model {w['model']})"
+    )
+    print(f"            tables under {w['tables']}; topics {', '.join(w['topics'])}")
+    print("time        " + ", ".join(f"{k} {v:.0f}s" for k, v in s["seconds"].items()))
+    print(f"summary     {path}")
+    print("The stack stays up for exploring; `make down` stops it.")
 
 
 if __name__ == "__main__":
