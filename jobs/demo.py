@@ -208,7 +208,7 @@ def summarize(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, stop_spark: bool = True) -> None:
     args = parse_args(argv)
     if args.big:
         args.users, args.days = 10_000, 180
@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary, out)
-    spark.stop()
+    if stop_spark:
+        spark.stop()
 
 
 def print_summary(s: dict[str, Any], path: Path) -> None:
