@@ -148,7 +148,9 @@ class ScoringConfig(_Model):
     @model_validator(mode="after")
     def _bands_ordered(self) -> ScoringConfig:
         if not self.band_medium < self.band_high:
-            raise ValueError(f"band_medium ({self.band_medium}) must be below band_high ({self.band_high})")
+            raise ValueError(
+                f"band_medium ({self.band_medium}) must be below band_high ({self.band_high})"
+            )
         return self
 
 

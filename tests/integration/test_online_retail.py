@@ -35,15 +35,23 @@ def day_files(tmp_path) -> Path:
     return folder
 
 
-def test_online_retail_slice_streamed_equals_backfilled(kafka_stack, base_config, spark, tmp_path,
-                                                        day_files):
+def test_online_retail_slice_streamed_equals_backfilled(
+    kafka_stack, base_config, spark, tmp_path, day_files
+):
     cfg = stream_config(base_config, tmp_path, "retail")
-    cfg = cfg.model_copy(update={"stream_features": cfg.stream_features.model_copy(
-        update={"max_value_bytes": 65536})})
+    cfg = cfg.model_copy(
+        update={
+            "stream_features": cfg.stream_features.model_copy(update={"max_value_bytes": 65536})
+        }
+    )
     ensure_topics(cfg.kafka, [cfg.kafka.topics.events])
     records = replay(day_files, ONLINE_RETAIL)
-    stats = produce(cfg.kafka, cfg.kafka.topics.events,
-                    ((r.key, json.dumps(r.value).encode()) for r in records), label="retail")
+    stats = produce(
+        cfg.kafka,
+        cfg.kafka.topics.events,
+        ((r.key, json.dumps(r.value).encode()) for r in records),
+        label="retail",
+    )
     assert stats.failed == 0
     run_stream(spark, cfg)
     streamed = FeatureStore(cfg.storage.warehouse)
@@ -52,7 +60,9 @@ def test_online_retail_slice_streamed_equals_backfilled(kafka_stack, base_config
     assert expected.rows_read == stats.produced > 10_000
     quarantine = streamed.read(spark, "quarantine")
     assert quarantine.count() == expected.rejected
-    assert quarantine.where(F.col("reject_reason") == "null_key").count() == expected.rows_without_user
+    assert (
+        quarantine.where(F.col("reject_reason") == "null_key").count() == expected.rows_without_user
+    )
     assert streamed.read(spark, "events").count() + quarantine.count() == expected.rows_read
     assert streamed.read(spark, "events").where(F.col("event_type") == "refund").count() > 0
 
@@ -60,8 +70,11 @@ def test_online_retail_slice_streamed_equals_backfilled(kafka_stack, base_config
     rebuilt = FeatureStore(str(tmp_path / "rebuilt"))
     rebuild(spark, rebuilt, valid, rejects)
     assert rebuilt.read(spark, "quarantine").count() == expected.rejected
-    for table, cols in (("user_activity_daily", list(DAILY_COLUMNS)), ("user_lifetime", None),
-                        ("user_features", None)):
+    for table, cols in (
+        ("user_activity_daily", list(DAILY_COLUMNS)),
+        ("user_lifetime", None),
+        ("user_features", None),
+    ):
         a, b = streamed.read(spark, table), rebuilt.read(spark, table)
         if cols:
             a, b = a.select(*cols), b.select(*cols)
