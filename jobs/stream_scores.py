@@ -1,0 +1,194 @@
+"""Score every feature update with the champion model (spark-submit entry point).
+
+Reads the Change Data Feed of ``user_features`` (from version 0 unless told), scores the newest
+vector of each updated user with the model at the configured registry alias, and writes
+explained scores to Kafka (``kafka.topics.scores``) and the Delta table ``churn_scores``,
+idempotently per micro-batch. The alias is re-resolved at every batch (or every
+``scoring.resolve_every_s``): a new champion is picked up without a restart, a broken one
+is refused and the previous model keeps scoring. Until ``user_features`` exists and a
+model is at the alias, the job waits and says so. See docs/scoring.md.
+
+  python -m jobs.stream_scores                  # run until stopped (Ctrl-C)
+  python -m jobs.stream_scores --available-now  # score every pending update, then stop
+  spark-submit --jars "$(python -m infra.jars --print-spark-jars)" jobs/stream_scores.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from features.registry import FEATURE_NAMES
+from infra.config import Config, load_config
+from infra.kafka_io import ensure_topics, spark_options
+from infra.spark import build_spark
+from scoring.model import MlflowRegistry, ModelCache
+from scoring.runner import Emission, process_batch
+from scoring.score import ScoringRules
+from scoring.sink import ScoreSink, scores_path
+
+Log = Callable[[str], None]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.stream_scores",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    p.add_argument(
+        "--available-now",
+        action="store_true",
+        help="score every feature update committed so far, then stop (trigger availableNow)",
+    )
+    p.add_argument(
+        "--starting-version",
+        default="0",
+        help="user_features version a NEW checkpoint starts from: a number or 'latest' "
+        "(default 0: score everything); ignored when the checkpoint exists",
+    )
+    args = p.parse_args(argv)
+    if args.starting_version != "latest" and not args.starting_version.isdigit():
+        p.error("--starting-version takes a table version (0, 1, ...) or 'latest'")
+    return args
+
+
+def app_id(checkpoint: str) -> str:
+    """The idempotency id of this query's writes: stable for as long as its checkpoint lives."""
+    return "stream_scores-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:12]
+
+
+def rules_from(cfg: Config) -> ScoringRules:
+    s = cfg.scoring
+    return ScoringRules(s.band_medium, s.band_high, tuple(s.reasons_for_bands))
+
+
+def model_cache(cfg: Config, log: Log = print) -> ModelCache:
+    """The champion cache the stream scores with (registry = cfg.mlflow.tracking_uri)."""
+    return ModelCache(
+        MlflowRegistry(cfg.mlflow.tracking_uri),
+        cfg.mlflow.model_name,
+        cfg.scoring.model_alias,
+        FEATURE_NAMES,
+        resolve_every_s=cfg.scoring.resolve_every_s,
+        log=log,
+    )
+
+
+def check_checkpoint(spark: SparkSession, sink: ScoreSink, checkpoint: str) -> None:
+    """Refuse to start from a lost checkpoint: its batch ids would restart at 0 and Delta
+    would silently skip every write whose (app id, batch id) it has already seen."""
+    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/offsets")  # type: ignore[union-attr]
+    fs = jvm_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    if not fs.exists(jvm_path) and sink.has_writer(spark, app_id(checkpoint)):
+        raise SystemExit(
+            f"stream_scores: the checkpoint {checkpoint} is gone, but {sink.path} holds scores "
+            "written through it. Restore the checkpoint, or move it and the scores aside "
+            "(see docs/scoring.md, Operations) to score from the start again."
+        )
+
+
+def wait_for_features(spark: SparkSession, path: str, poll_s: float, log: Log) -> None:
+    """Block until the user_features table exists (the feature stream creates it)."""
+    while not DeltaTable.isDeltaTable(spark, path):
+        log(f"stream_scores: waiting for the feature table {path}; checking again in {poll_s:g}s")
+        time.sleep(poll_s)
+
+
+def start_score_stream(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    available_now: bool = False,
+    log: Log = print,
+    cache: ModelCache | None = None,
+    starting_version: str = "0",
+) -> StreamingQuery:
+    """Wait for features and a model, then start user_features CDF -> score -> Kafka + Delta."""
+    sc = cfg.scoring
+    warehouse = str(cfg.resolve(cfg.storage.warehouse))
+    features_path = f"{warehouse.rstrip('/')}/user_features"
+    checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / sc.checkpoint_name)
+    topic = cfg.kafka.topics.scores
+    sink = ScoreSink(scores_path(warehouse), topic, spark_options(cfg.kafka))
+    check_checkpoint(spark, sink, checkpoint)
+    ensure_topics(cfg.kafka, [topic])
+    cache = cache or model_cache(cfg, log)
+    wait_for_features(spark, features_path, sc.wait_for_model_s, log)
+    writer = app_id(checkpoint)
+    # A restart while the champion is broken resumes with the model of our last scores.
+    if cache.refresh(force=True) is None:
+        last = sink.last_model(spark, writer)
+        if last is not None and last[0] == cache.name:
+            cache.resume(last[1])
+    # Waiting here, before the query starts, keeps batches untouched until a model exists.
+    cache.wait(sc.wait_for_model_s)
+    rules = rules_from(cfg)
+    emission = Emission(sc.emit, sc.min_delta)
+
+    seen: list[int] = []
+
+    def each_batch(changes: DataFrame, batch_id: int) -> None:
+        # Structured Streaming re-runs only the batch it was in when it stopped, and only as
+        # the first batch after a restart: later batches need no already-written check.
+        result = process_batch(
+            spark,
+            changes,
+            batch_id,
+            cache=cache,
+            rules=rules,
+            emission=emission,
+            sink=sink,
+            writer=writer,
+            may_be_replay=not seen,
+        )
+        seen.append(batch_id)
+        log(f"stream_scores: {result.line()}")
+
+    stream = (
+        spark.readStream.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", starting_version)
+        .load(features_path)
+    )
+    out = (
+        stream.writeStream.queryName("stream_scores")
+        .foreachBatch(each_batch)
+        .option("checkpointLocation", checkpoint)
+    )
+    if available_now or sc.trigger_s == 0:
+        out = out.trigger(availableNow=True)
+    else:
+        out = out.trigger(processingTime=f"{sc.trigger_s} seconds")
+    return out.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    spark = build_spark(cfg, app_name="stream-scores")
+    query = start_score_stream(
+        spark,
+        cfg,
+        available_now=args.available_now,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        starting_version=args.starting_version,
+    )
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        query.stop()
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Where scores go: the Delta table ``churn_scores`` (exactly once) and a Kafka topic (at least
+once, deduplicated by ``record_id``).
+
+Order per write: Kafka first, then the Delta append with ``txnAppId``/``txnVersion``. A job
+that dies between the two re-sends the same records (same ``record_id``, same bytes) and
+then commits the table once; a job that dies after the commit finds its rows there and
+skips the batch (:meth:`ScoreSink.already_written`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from scoring.score import OUTPUT_COLUMNS
+from store.tables import Txn, append
+
+SCORES_TABLE = "churn_scores"
+KAFKA_SCHEMA_VERSION = 1
+REASON_TYPE = "array<struct<feature:string,value:double,contribution:double>>"
+# score_frame's output as Spark types; the table adds who wrote each row, in which batch.
+SCORE_FRAME_SCHEMA = (
+    "record_id string, user_id string, score double, risk_band string, model_name string, "
+    "model_version bigint, features_as_of date, features_version bigint, "
+    f"scored_at timestamp, reasons {REASON_TYPE}"
+)
+SCORES_SCHEMA = f"{SCORE_FRAME_SCHEMA}, writer string, batch_id bigint"
+# The Kafka value: every column but the writer bookkeeping, plus the JSON schema version.
+KAFKA_FIELDS: tuple[str, ...] = OUTPUT_COLUMNS
+
+
+def scores_path(warehouse: str) -> str:
+    """``churn_scores`` next to the feature-store tables."""
+    return f"{warehouse.rstrip('/')}/{SCORES_TABLE}"
+
+
+def to_spark(
+    spark: SparkSession, scored: pd.DataFrame, writer: str = "", batch_id: int = -1
+) -> DataFrame:
+    """score_frame output (plus who wrote it, and in which batch) as a DataFrame of SCORES_SCHEMA."""
+    frame = scored.assign(writer=writer, batch_id=batch_id)
+    return spark.createDataFrame(frame, SCORES_SCHEMA)
+
+
+def kafka_records(scores: DataFrame) -> DataFrame:
+    """key = user_id, value = the score as JSON (nulls kept, timestamps ISO-8601 in UTC)."""
+    value = F.struct(
+        F.lit(KAFKA_SCHEMA_VERSION).alias("schema_version"), *[F.col(c) for c in KAFKA_FIELDS]
+    )
+    return scores.select(
+        F.col("user_id").cast("binary").alias("key"),
+        F.to_json(value, {"ignoreNullFields": "false"}).cast("binary").alias("value"),
+    )
+
+
+@dataclass(frozen=True)
+class ScoreSink:
+    """The scores table at ``path`` and, when ``topic`` is set, the Kafka topic."""
+
+    path: str
+    topic: str | None = None
+    kafka_options: dict[str, str] = field(default_factory=dict)
+
+    def exists(self, spark: SparkSession) -> bool:
+        return DeltaTable.isDeltaTable(spark, self.path)
+
+    def read(self, spark: SparkSession) -> DataFrame:
+        return spark.read.format("delta").load(self.path)
+
+    def already_written(self, spark: SparkSession, writer: str, batch_id: int) -> bool:
+        """True when rows of this (writer, batch) are committed: the batch must not run again."""
+        if not self.exists(spark):
+            return False
+        rows = self.read(spark).where((F.col("writer") == writer) & (F.col("batch_id") == batch_id))
+        return bool(rows.limit(1).count())
+
+    def has_writer(self, spark: SparkSession, writer: str) -> bool:
+        return self.exists(spark) and bool(
+            self.read(spark).where(F.col("writer") == writer).limit(1).count()
+        )
+
+    def last_model(self, spark: SparkSession, writer: str) -> tuple[str, int] | None:
+        """(model name, version) of the newest batch ``writer`` wrote, or None."""
+        if not self.exists(spark):
+            return None
+        rows = (
+            self.read(spark)
+            .where(F.col("writer") == writer)
+            .orderBy(F.col("batch_id").desc())
+            .select("model_name", "model_version")
+            .limit(1)
+            .collect()
+        )
+        return (rows[0]["model_name"], int(rows[0]["model_version"])) if rows else None
+
+    def previous(
+        self, spark: SparkSession, users: DataFrame, before: tuple[str, int] | None = None
+    ) -> pd.DataFrame:
+        """Each of ``users``' latest score in the table: user_id, score, risk_band.
+
+        ``before`` = (writer, batch_id) leaves out that writer's rows from this batch on, so
+        a replayed batch compares with what its first run compared with.
+        """
+        if not self.exists(spark):
+            return pd.DataFrame(
+                {
+                    "user_id": pd.Series(dtype=object),
+                    "score": pd.Series(dtype="float64"),
+                    "risk_band": pd.Series(dtype=object),
+                }
+            )
+        order = F.struct(F.col("scored_at"), F.col("features_version"), F.col("model_version"))
+        scores = self.read(spark)
+        if before is not None:
+            scores = scores.where(
+                ~((F.col("writer") == before[0]) & (F.col("batch_id") >= before[1]))
+            )
+        latest = (
+            scores.join(F.broadcast(users.select("user_id")), on="user_id", how="left_semi")
+            .groupBy(F.col("user_id"))
+            .agg(F.max_by(F.struct(F.col("score"), F.col("risk_band")), order).alias("last"))
+            .select(F.col("user_id"), F.col("last.score"), F.col("last.risk_band"))
+        )
+        return latest.toPandas()
+
+    def write(self, scores: DataFrame, txn: Txn) -> None:
+        """Kafka (if configured), then the Delta append, once per ``txn``."""
+        if self.topic:
+            (
+                kafka_records(scores)
+                .write.format("kafka")
+                .options(**self.kafka_options)
+                .option("topic", self.topic)
+                .save()
+            )
+        append(scores, self.path, txn)
