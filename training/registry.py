@@ -18,6 +18,7 @@ from mlflow.entities import Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from infra.mlflow_io import pointed_at
 from training.gate import GateDecision
 
 CHAMPION = "champion"
@@ -48,17 +49,10 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> 
 
 @contextmanager
 def tracking(uri: str) -> Iterator[MlflowClient]:
-    """Point MLflow's fluent API (log_model, log_figure) at `uri` for the block, then put the
-    previous setting back (unset stays unset). The registry URI is left unset, so it follows
-    the tracking URI."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    previous = tracking_utils._tracking_uri  # the raw setting: None when never set
-    mlflow.set_tracking_uri(uri)
-    try:
+    """Point MLflow's fluent API (log_model, log_figure) and its registry at `uri` for the
+    block, then put the previous settings back (unset stays unset)."""
+    with pointed_at(uri):
         yield MlflowClient(tracking_uri=uri, registry_uri=uri)
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:

@@ -6,8 +6,7 @@ days_since_last_event > 7) and ``sessions`` (churned when n_session_start_30d < 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date, datetime
 
 import lightgbm as lgb
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.registry import FEATURE_NAMES
+from infra.mlflow_io import pointed_at
 from scoring.score import ScoringModel
 
 RULES = {
@@ -66,19 +66,9 @@ def model(rule: str = "recency", version: int = 1, name: str = "test-model") -> 
     return ScoringModel(name, version, train(rule)[0])
 
 
-@contextmanager
-def tracking(uri: str) -> Iterator[None]:
+def tracking(uri: str):
     """Point MLflow's fluent API at ``uri`` for the block, then restore the previous URIs."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    return pointed_at(uri)
 
 
 def register(uri: str, name: str, rule: str = "recency", names=None) -> tuple[int, str]:

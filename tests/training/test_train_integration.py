@@ -16,6 +16,7 @@ import mlflow
 import pytest
 
 from features.registry import FEATURE_NAMES
+from infra.mlflow_io import pointed_at
 from jobs.schedule_train import Trainer
 from sources.simulator import SimulationConfig
 from training.pipeline import daily_table, train
@@ -129,10 +130,10 @@ def test_champion_loads_with_the_feature_signature_and_explains(first, cfg):
     assert tags["gate.decision"] == "promoted" and tags["data.table_version"] == "0"
     assert version["description"].startswith("Promoted to champion: no champion yet")
     uri = f"models:/{name}@champion"
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    inputs = mlflow.models.get_model_info(uri).signature.inputs.to_dict()
+    with pointed_at(cfg.mlflow.tracking_uri):
+        inputs = mlflow.models.get_model_info(uri).signature.inputs.to_dict()
+        booster = mlflow.lightgbm.load_model(uri)
     assert [(i["name"], i["type"]) for i in inputs] == [(n, "double") for n in FEATURE_NAMES]
-    booster = mlflow.lightgbm.load_model(uri)
     assert booster.feature_name() == FEATURE_NAMES
     import numpy as np
 
