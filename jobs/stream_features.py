@@ -12,7 +12,6 @@ records go to the dead-letter topic and the quarantine table with their reason.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 
 from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +21,12 @@ from pyspark.sql.streaming import StreamingQuery
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_options
 from infra.spark import build_spark
+from infra.streaming import (
+    checkpoint_started,
+    query_app_id,
+    run_until_stopped,
+    start_foreach_batch,
+)
 from store.ingest import IngestRules, last_batch, process_batch
 from store.tables import FeatureStore
 
@@ -43,15 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def app_id(checkpoint: str) -> str:
     """The idempotency id of this query's writes: stable for as long as its checkpoint lives."""
-    return "stream_features-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:12]
+    return query_app_id("stream_features", checkpoint)
 
 
 def check_checkpoint(spark: SparkSession, store: FeatureStore, checkpoint: str) -> None:
     """Refuse to start from a lost checkpoint over tables that earlier batches already fed."""
     prev = last_batch(spark, store, app_id(checkpoint))
-    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/offsets")  # type: ignore[union-attr]
-    fs = jvm_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[union-attr]
-    if prev is not None and not fs.exists(jvm_path):
+    if prev is not None and not checkpoint_started(spark, checkpoint):
         raise SystemExit(
             f"stream_features: the checkpoint {checkpoint} is gone, but the feature store holds "
             f"batches up to {prev['batch_id']} written through it. Restore the checkpoint, or "
@@ -125,17 +128,14 @@ def start_feature_stream(
     )
     if sf.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(sf.max_offsets_per_trigger))
-    writer = (
-        reader.load()
-        .writeStream.queryName("stream_features")
-        .foreachBatch(each_batch)
-        .option("checkpointLocation", checkpoint)
+    return start_foreach_batch(
+        reader.load(),
+        "stream_features",
+        each_batch,
+        checkpoint,
+        trigger_s=sf.trigger_s,
+        available_now=available_now,
     )
-    if available_now or sf.trigger_s == 0:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=f"{sf.trigger_s} seconds")
-    return writer.start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,12 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         available_now=args.available_now,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        query.stop()
-    finally:
-        spark.stop()
+    run_until_stopped(spark, query)
 
 
 if __name__ == "__main__":

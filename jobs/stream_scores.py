@@ -16,7 +16,6 @@ model is at the alias, the job waits and says so. See docs/scoring.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,12 @@ from features.registry import FEATURE_NAMES
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_options
 from infra.spark import build_spark
+from infra.streaming import (
+    checkpoint_started,
+    query_app_id,
+    run_until_stopped,
+    start_foreach_batch,
+)
 from scoring.model import MlflowRegistry, ModelCache
 from scoring.runner import Emission, process_batch
 from scoring.score import ScoringRules
@@ -63,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def app_id(checkpoint: str) -> str:
     """The idempotency id of this query's writes: stable for as long as its checkpoint lives."""
-    return "stream_scores-" + hashlib.sha1(checkpoint.encode()).hexdigest()[:12]
+    return query_app_id("stream_scores", checkpoint)
 
 
 def rules_from(cfg: Config) -> ScoringRules:
@@ -86,9 +91,7 @@ def model_cache(cfg: Config, log: Log = print) -> ModelCache:
 def check_checkpoint(spark: SparkSession, sink: ScoreSink, checkpoint: str) -> None:
     """Refuse to start from a lost checkpoint: its batch ids would restart at 0 and Delta
     would silently skip every write whose (app id, batch id) it has already seen."""
-    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/offsets")  # type: ignore[union-attr]
-    fs = jvm_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[union-attr]
-    if not fs.exists(jvm_path) and sink.has_writer(spark, app_id(checkpoint)):
+    if not checkpoint_started(spark, checkpoint) and sink.has_writer(spark, app_id(checkpoint)):
         raise SystemExit(
             f"stream_scores: the checkpoint {checkpoint} is gone, but {sink.path} holds scores "
             "written through it. Restore the checkpoint, or move it and the scores aside "
@@ -159,16 +162,14 @@ def start_score_stream(
         .option("startingVersion", starting_version)
         .load(features_path)
     )
-    out = (
-        stream.writeStream.queryName("stream_scores")
-        .foreachBatch(each_batch)
-        .option("checkpointLocation", checkpoint)
+    return start_foreach_batch(
+        stream,
+        "stream_scores",
+        each_batch,
+        checkpoint,
+        trigger_s=sc.trigger_s,
+        available_now=available_now,
     )
-    if available_now or sc.trigger_s == 0:
-        out = out.trigger(availableNow=True)
-    else:
-        out = out.trigger(processingTime=f"{sc.trigger_s} seconds")
-    return out.start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,12 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         log=lambda line: print(line, file=sys.stderr, flush=True),
         starting_version=args.starting_version,
     )
-    try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        query.stop()
-    finally:
-        spark.stop()
+    run_until_stopped(spark, query)
 
 
 if __name__ == "__main__":
