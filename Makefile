@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= local
 PYTEST_ARGS ?=
+NOTEBOOK_PORT ?= 8888
+NOTEBOOK_ARGS ?=
 
-.PHONY: help setup jars up down status test test-fast lint demo bench clean
+.PHONY: help setup jars up down status test test-fast lint demo notebook bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +44,10 @@ lint: setup  ## ruff (lint + format check, notebooks too) and mypy
 
 demo: up  ## run the pipeline end to end on the local stack
 	$(PY) -m jobs.demo --config $(CONFIG)
+
+notebook: setup  ## JupyterLab in the venv on 127.0.0.1:8888 (NOTEBOOK_PORT), opened at notebooks/; run `make demo` first
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(NOTEBOOK_ARGS)
 
 bench: up  ## benchmarks: ratios to references measured in the same run (docs/benchmarks.md)
 	$(PY) -m benchmarks.bench_ingest --out .local/bench/results.jsonl

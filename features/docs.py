@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from features.registry import FEATURES, WINDOWS
 
 DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "features.md"
@@ -33,17 +35,30 @@ The order of this table is `FEATURE_NAMES`, the model's feature schema.
 """
 
 
+def catalogue() -> pd.DataFrame:
+    """The feature catalogue as a frame: name, type, window, description, in model order."""
+    return pd.DataFrame(
+        [
+            {
+                "name": f.name,
+                "type": f.dtype,
+                "window": f"{f.window_days}d" if f.window_days else "lifetime",
+                "description": f.description,
+            }
+            for f in FEATURES
+        ],
+        index=pd.RangeIndex(1, len(FEATURES) + 1, name="#"),
+    )
+
+
 def render_feature_docs() -> str:
     """Markdown for docs/features.md: the conventions above and one table row per feature."""
     rows = [
         "| # | name | type | window | description |",
         "|---|------|------|--------|-------------|",
     ]
-    for i, feature in enumerate(FEATURES, start=1):
-        window = f"{feature.window_days}d" if feature.window_days else "lifetime"
-        rows.append(
-            f"| {i} | `{feature.name}` | {feature.dtype} | {window} | {feature.description} |"
-        )
+    for i, f in catalogue().iterrows():
+        rows.append(f"| {i} | `{f['name']}` | {f['type']} | {f['window']} | {f['description']} |")
     return _HEADER + "\n" + "\n".join(rows) + "\n"
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from features.registry import FEATURE_NAMES
+
 # Fixed by design, not config: determinism and the objective are part of the contract.
 FIXED_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -126,3 +128,12 @@ def feature_importance(booster: lgb.Booster) -> pd.DataFrame:
         .sort_values(["gain", "feature"], ascending=[False, True])
         .reset_index(drop=True)
     )
+
+
+def shap_sample(
+    booster: lgb.Booster, rows: pd.DataFrame, n: int, seed: int
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """(TreeSHAP contributions, the rows explained) for a sample of up to `n` rows; the
+    last contribution column is the expected value."""
+    sample = rows.sample(n=min(n, len(rows)), random_state=seed)[FEATURE_NAMES]
+    return np.asarray(booster.predict(sample, pred_contrib=True)), sample

@@ -30,7 +30,7 @@ from infra.config import Config
 from training import plots
 from training.evaluate import baseline_margins, binary_metrics, calibration_table
 from training.gate import GateDecision, decide
-from training.model import feature_importance, predict
+from training.model import feature_importance, predict, shap_sample
 from training.progress import say
 from training.registry import (
     CHALLENGER,
@@ -85,8 +85,7 @@ def _log_artifacts(fitted: Fitted, shap_rows: int, seed: int) -> None:
     importance = feature_importance(fitted.booster)
     mlflow.log_figure(plots.importance_figure(importance), "plots/feature_importance.png")
     mlflow.log_text(importance.to_csv(index=False), "tables/feature_importance.csv")
-    sample = test.sample(n=min(shap_rows, len(test)), random_state=seed)[FEATURE_NAMES]
-    contrib = np.asarray(fitted.booster.predict(sample, pred_contrib=True))
+    contrib, sample = shap_sample(fitted.booster, test, shap_rows, seed)
     mlflow.log_figure(plots.shap_summary_figure(contrib, sample), "plots/shap_summary.png")
     mean_abs = pd.DataFrame(
         {"feature": FEATURE_NAMES, "mean_abs_contribution": np.abs(contrib[:, :-1]).mean(axis=0)}

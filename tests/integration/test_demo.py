@@ -1,16 +1,22 @@
-"""`make demo`'s job on the test stack, small: its summary, and what MLflow's REST API shows."""
+"""`make demo`'s job on the test stack, small: its summary, what MLflow's REST API shows, and
+the notebooks, each run top to bottom against it."""
 
 from __future__ import annotations
 
 import json
 import urllib.parse
 import urllib.request
-import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
+from nbclient import NotebookClient
 
+from infra.config import Config
 from jobs import demo
+from tests.integration.streaming import stream_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,55 +27,44 @@ def rest(base: str, path: str, **params: str) -> dict:
         return json.load(resp)
 
 
-def test_demo_runs_end_to_end_and_mlflow_shows_its_run_model_and_champion(
-    kafka_stack, mlflow_stack, base_config, tmp_path
-):
-    tag = uuid.uuid4().hex[:6]
-    cfg = base_config.model_copy(
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    cfg: Config
+    config_path: Path
+    summary: dict
+    tag: str
+
+
+@pytest.fixture(scope="module")
+def demo_run(kafka_stack, mlflow_stack, base_config, tmp_path_factory) -> DemoRun:
+    """jobs.demo, small, on the test stack, with its own topics, tables, experiment and model."""
+    tmp_path = tmp_path_factory.mktemp("demo")
+    cfg = stream_config(base_config, tmp_path, "demo")
+    tag = cfg.kafka.topics.events.removeprefix("events-")
+    cfg = cfg.model_copy(
         update={
-            "kafka": base_config.kafka.model_copy(
-                update={
-                    "topics": base_config.kafka.topics.model_copy(
-                        update={
-                            "events": f"demo-ev-{tag}",
-                            "dlq": f"demo-dlq-{tag}",
-                            "scores": f"demo-sc-{tag}",
-                        }
-                    )
-                }
+            "kafka": cfg.kafka.model_copy(
+                update={"topics": cfg.kafka.topics.model_copy(update={"scores": f"scores-{tag}"})}
             ),
-            "storage": base_config.storage.model_copy(
-                update={"warehouse": str(tmp_path / "wh"), "checkpoints": str(tmp_path / "chk")}
+            "mlflow": cfg.mlflow.model_copy(
+                update={"experiment": f"exp-{tag}", "model_name": f"model-{tag}"}
             ),
-            "mlflow": base_config.mlflow.model_copy(
-                update={"experiment": f"demo-{tag}", "model_name": f"demo-model-{tag}"}
-            ),
-            "training": base_config.training.model_copy(
-                update={"state_dir": tmp_path / "training"}
-            ),
+            "training": cfg.training.model_copy(update={"state_dir": tmp_path / "training"}),
         }
     )
     config_path = tmp_path / "demo.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     summary_path = tmp_path / "summary.json"
+    args = ["--config", str(config_path), "--users", "300", "--days", "90", "--bad-every", "500"]
+    demo.main([*args, "--summary", str(summary_path)], stop_spark=False)
+    return DemoRun(cfg, config_path, json.loads(summary_path.read_text()), tag)
 
-    demo.main(
-        [
-            "--config",
-            str(config_path),
-            "--users",
-            "300",
-            "--days",
-            "90",
-            "--bad-every",
-            "500",
-            "--summary",
-            str(summary_path),
-        ],
-        stop_spark=False,
-    )
 
-    s = json.loads(summary_path.read_text())
+def test_demo_runs_end_to_end_and_mlflow_shows_its_run_model_and_champion(demo_run, mlflow_stack):
+    s, tag = demo_run.summary, demo_run.tag
     ev = s["events"]
     assert ev["processed"] == ev["produced"] == ev["valid"] + ev["quarantined"]
     assert ev["quarantined"] == ev["produced"] // 501 > 0  # one malformed record per 500 events
@@ -79,7 +74,7 @@ def test_demo_runs_end_to_end_and_mlflow_shows_its_run_model_and_champion(
     assert s["training"]["promoted"] is True
 
     uri = mlflow_stack.mlflow_uri
-    exp = rest(uri, "experiments/get-by-name", experiment_name=f"demo-{tag}")["experiment"]
+    exp = rest(uri, "experiments/get-by-name", experiment_name=f"exp-{tag}")["experiment"]
     runs = json.loads(
         urllib.request.urlopen(
             urllib.request.Request(
@@ -99,8 +94,30 @@ def test_demo_runs_end_to_end_and_mlflow_shows_its_run_model_and_champion(
         "recency_test_roc_auc",
         "logistic_test_roc_auc",
     } <= metrics
-    champion = rest(uri, "registered-models/alias", name=f"demo-model-{tag}", alias="champion")
+    champion = rest(uri, "registered-models/alias", name=f"model-{tag}", alias="champion")
     assert champion["model_version"]["run_id"] == s["training"]["run_id"]
-    assert s["scores"]["model_versions"] == [
-        f"demo-model-{tag}/{champion['model_version']['version']}"
+    assert s["scores"]["model_versions"] == [f"model-{tag}/{champion['model_version']['version']}"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom_against_the_demo(demo_run, notebook, monkeypatch, tmp_path):
+    """Each notebook, executed in a real Jupyter kernel against the demo's tables and MLflow
+    (CHURN_CONFIG points it there): no cell fails and every figure renders."""
+    monkeypatch.setenv("CHURN_CONFIG", str(demo_run.config_path))
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, tmp_path / notebook.name)  # the executed copy, for a failure's reader
+    setup_output = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert f"warehouse {demo_run.cfg.storage.warehouse}," in setup_output  # not conf/local.yaml's
+    figures = [c for c in nb.cells if c.cell_type == "code" and "_figure(" in c.source]
+    rendered = [c for c in figures if any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert figures and len(rendered) == len(figures)
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
+    assert not errors

@@ -1,0 +1,187 @@
+"""Watch the live scores: the latest score per user, bands, reasons, and feature drift.
+
+Notebook 03 (notebooks/03_live_scores.ipynb) is built from these functions.
+
+Drift is the population stability index (PSI) of each feature between a reference (the
+champion's training rows) and the live feature vectors: bins are the reference's deciles
+(ties merged), nulls are a bin of their own, and
+``PSI = sum((live% - ref%) * ln(live% / ref%))`` with shares floored at 1e-4. The usual
+reading: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 a shift worth a retrain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from features.registry import FEATURE_NAMES
+from scoring.score import BANDS
+
+PSI_MODERATE = 0.1
+PSI_MAJOR = 0.25
+_FLOOR = 1e-4
+
+
+def latest_scores(spark: SparkSession, path: str) -> pd.DataFrame:
+    """The newest score per user in the scores table (by features_version, then scored_at)."""
+    table: DataFrame = spark.read.format("delta").load(path)
+    newest = Window.partitionBy("user_id").orderBy(
+        F.desc("features_version"), F.desc("scored_at"), F.desc("model_version")
+    )
+    latest = table.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
+    return latest.drop("_rank", "writer", "batch_id").orderBy(F.desc("score")).toPandas()
+
+
+def band_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per risk band (low, medium, high): users, their share, and the score range."""
+    grouped = scores.groupby("risk_band")["score"]
+    out = pd.DataFrame(
+        {
+            "users": grouped.size(),
+            "min_score": grouped.min(),
+            "mean_score": grouped.mean(),
+            "max_score": grouped.max(),
+        }
+    ).reindex(list(BANDS))
+    out["users"] = out["users"].fillna(0).astype("int64")
+    out.insert(1, "share", out["users"] / max(int(out["users"].sum()), 1))
+    out.index.name = "risk_band"
+    return out
+
+
+def score_figure(scores: pd.DataFrame, band_medium: float, band_high: float) -> Figure:
+    """Histogram of the latest scores, coloured by band, with the two thresholds."""
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    edges = np.linspace(0, 1, 41).tolist()
+    colours = {"low": "seagreen", "medium": "orange", "high": "firebrick"}
+    for band in BANDS:
+        values = scores.loc[scores["risk_band"] == band, "score"]
+        ax.hist(values, bins=edges, color=colours[band], label=f"{band} ({len(values)})")
+    for t in (band_medium, band_high):
+        ax.axvline(t, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="churn score", ylabel="users", title="Latest score per user, by risk band")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def reason_counts(scores: pd.DataFrame) -> pd.DataFrame:
+    """How often each feature is among a score's reasons, by band and in which position.
+
+    Columns: feature, users (any position), first (the top reason), mean_contribution, and
+    one column per band with reasons (users in that band).
+    """
+    rows = [
+        {"feature": r["feature"], "rank": i, "band": band, "contribution": r["contribution"]}
+        for reasons, band in zip(scores["reasons"], scores["risk_band"], strict=True)
+        if reasons is not None
+        for i, r in enumerate(reasons)
+    ]
+    if not rows:
+        return pd.DataFrame(columns=["feature", "users", "first", "mean_contribution"])
+    flat = pd.DataFrame(rows)
+    out = flat.groupby("feature").agg(
+        users=("rank", "size"),
+        first=("rank", lambda r: int((r == 0).sum())),
+        mean_contribution=("contribution", "mean"),
+    )
+    by_band = flat.pivot_table(index="feature", columns="band", values="rank", aggfunc="size")
+    out = out.join(by_band.reindex(columns=[b for b in BANDS if b in by_band]).fillna(0))
+    return out.sort_values(["users", "first"], ascending=False).reset_index()
+
+
+def reasons_figure(counts: pd.DataFrame, top: int = 15) -> Figure:
+    """The features most often named as a reason: all positions, and as the top reason."""
+    rows = counts.head(top).iloc[::-1]
+    fig = Figure(figsize=(8, 0.3 * len(rows) + 1.4))
+    ax = fig.subplots()
+    ax.barh(rows["feature"], rows["users"], color="lightsteelblue", label="among the top 3")
+    ax.barh(rows["feature"], rows["first"], color="steelblue", label="the top reason")
+    ax.set(xlabel="scored users", title="Why users are at risk (TreeSHAP reasons)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def eligible(live: pd.DataFrame, lookback_days: int) -> pd.DataFrame:
+    """The live vectors of users a training set would hold: active in the last
+    `lookback_days` (training.spine's rule). Users who stopped long ago are not in any
+    training row, so comparing them would report drift that is only churn."""
+    return live[live["days_since_last_event"] <= lookback_days]
+
+
+def _bins(reference: np.ndarray, n: int) -> np.ndarray:
+    """Inner bin edges: the reference's quantiles, duplicates dropped."""
+    finite = reference[~np.isnan(reference)]
+    if finite.size == 0:
+        return np.array([])
+    return np.unique(np.quantile(finite, np.linspace(0, 1, n + 1)[1:-1]))
+
+
+def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of values per bin (right-closed, like the quantile edges), nulls last."""
+    nulls = np.isnan(values)
+    counts = np.bincount(
+        np.searchsorted(edges, values[~nulls], side="left"), minlength=len(edges) + 1
+    )
+    return np.append(counts, nulls.sum()) / max(len(values), 1)
+
+
+def psi(reference: np.ndarray, live: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of `live` against `reference` (see the module doc)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(live, dtype=np.float64)
+    edges = _bins(ref, bins)
+    p, q = (np.maximum(_shares(v, edges), _FLOOR) for v in (ref, cur))
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def drift(
+    reference: pd.DataFrame,
+    live: pd.DataFrame,
+    names: Sequence[str] = FEATURE_NAMES,
+    bins: int = 10,
+) -> pd.DataFrame:
+    """Per feature: PSI, its reading, and the mean and null share on both sides; most
+    drifted first."""
+    rows = []
+    for name in names:
+        ref = reference[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        cur = live[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        value = psi(ref, cur, bins)
+        rows.append(
+            {
+                "feature": name,
+                "psi": value,
+                "shift": "major"
+                if value > PSI_MAJOR
+                else "moderate"
+                if value > PSI_MODERATE
+                else "stable",
+                "reference_mean": np.nanmean(ref) if np.isfinite(ref).any() else np.nan,
+                "live_mean": np.nanmean(cur) if np.isfinite(cur).any() else np.nan,
+                "reference_null": float(np.isnan(ref).mean()),
+                "live_null": float(np.isnan(cur).mean()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("psi", ascending=False).reset_index(drop=True)
+
+
+def drift_figure(table: pd.DataFrame, top: int = 20) -> Figure:
+    """PSI of the most drifted features, with the 0.1 and 0.25 reading lines."""
+    rows = table.head(top).iloc[::-1]
+    colours = rows["shift"].map({"stable": "seagreen", "moderate": "orange", "major": "firebrick"})
+    fig = Figure(figsize=(8, 0.3 * len(rows) + 1.4))
+    ax = fig.subplots()
+    ax.barh(rows["feature"], rows["psi"], color=list(colours))
+    for t in (PSI_MODERATE, PSI_MAJOR):
+        ax.axvline(t, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="PSI (training rows -> live features)", title="Feature drift")
+    fig.tight_layout()
+    return fig
