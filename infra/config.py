@@ -30,17 +30,23 @@ class ConfigError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string right below a field is its description (docs/configuration.md is built from them).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class KafkaSecurity(_Model):
     """Client security. Credentials come from the environment variables named here."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Kafka security.protocol; SASL_SSL on most managed clusters."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """Required when the protocol is SASL_*."""
     sasl_username_env: str = "CHURN_KAFKA_SASL_USERNAME"
+    """Environment variable holding the SASL username (never the file)."""
     sasl_password_env: str = "CHURN_KAFKA_SASL_PASSWORD"
+    """Environment variable holding the SASL password (never the file, logs or MLflow)."""
     ssl_ca_location: str | None = None
+    """CA certificate file for SSL, when the system's store does not hold it."""
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSecurity:
@@ -65,85 +71,120 @@ class KafkaSecurity(_Model):
 
 
 class KafkaTopics(_Model):
+    """Topic names."""
+
     events: str = "behaviour-events"
+    """User behaviour events (the producers' and the feature stream's topic)."""
     dlq: str = "behaviour-events-dlq"
+    """Rejected records, with their reason in headers (docs/events.md)."""
     scores: str = "churn-scores"
+    """Churn scores emitted by the scorer."""
 
 
 class KafkaProducerConfig(_Model):
     """Throughput defaults for the event producers (confluent-kafka / librdkafka names)."""
 
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    """Producer compression."""
     linger_ms: int = Field(50, ge=0)
+    """How long a producer waits to fill a batch."""
     batch_size: int = Field(65536, ge=1024)
+    """Producer batch size in bytes."""
     max_in_flight: int = Field(5, ge=1, le=5)
+    """Unacknowledged requests per connection (at most 5 keeps idempotence's ordering)."""
     enable_idempotence: bool = True
+    """Retries never duplicate or reorder a record."""
 
 
 class KafkaConfig(_Model):
+    """The brokers, topics, topic layout, security and producer settings."""
+
     bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list."""
     topics: KafkaTopics = KafkaTopics()
     partitions: int = Field(2, ge=1)
+    """Partitions of topics the jobs create (existing topics are left alone)."""
     replication_factor: int = Field(1, ge=1)
+    """Replication of topics the jobs create."""
     security: KafkaSecurity = KafkaSecurity()
     producer: KafkaProducerConfig = KafkaProducerConfig()
 
 
 class SparkConfig(_Model):
-    # None: leave the master to spark-submit (--master) or to Spark's own default.
+    """The SparkSession the jobs build (under spark-submit, its flags win)."""
+
     master: str | None = "local[2]"
+    """null: leave the master to spark-submit --master (or Spark's default)."""
     shuffle_partitions: int = Field(4, ge=1)
+    """spark.sql.shuffle.partitions; a few per core for small data."""
     driver_memory: str = "2g"
-    # Maven coordinates to use instead of the jars fetched by `make setup`.
+    """spark.driver.memory (ignored under spark-submit, which starts the driver)."""
     packages: list[str] | None = None
+    """Maven coordinates to use instead of the jars `make setup` fetched."""
     jars_dir: Path = Path(".local/jars")
+    """Where `make setup` put the Kafka connector and Delta jars."""
     ui_enabled: bool = False
+    """Start the Spark UI (off locally: one less port)."""
     conf: dict[str, str] = {}
+    """Any other Spark settings, passed through as given."""
 
 
 class StorageConfig(_Model):
     """Where tables and checkpoints live: local dirs, s3a://, abfss:// or hdfs:// paths."""
 
     warehouse: str = ".local/warehouse"
+    """Root of the Delta tables (feature store and churn_scores)."""
     checkpoints: str = ".local/checkpoints"
+    """Root of the Structured Streaming checkpoints, one directory per query."""
 
 
 class FeatureStreamConfig(_Model):
     """jobs/stream_features.py: validation limits, event-time rules, trigger and offsets."""
 
     max_value_bytes: int = Field(65536, ge=256)
-    # An event more than this ahead of its Kafka record timestamp (the producer's clock)
-    # is rejected as future_event_time.
+    """Larger Kafka values are quarantined as oversized_value."""
     max_future_skew_s: int = Field(3600, ge=0)
-    # An event older than the event-time clock minus this is quarantined as too_late.
+    """An event more than this ahead of its Kafka record timestamp (the producer's clock) is
+    rejected as future_event_time."""
     allowed_lateness_s: int = Field(3 * 86400, ge=0)
-    # Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow).
+    """An event older than its partition's event-time clock minus this is quarantined as
+    too_late."""
     trigger_s: float = Field(5, ge=0)
+    """Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow)."""
     max_offsets_per_trigger: int | None = Field(200_000, ge=1)
+    """Records per micro-batch at most (null: all available)."""
     starting_offsets: Literal["earliest", "latest"] = "earliest"
+    """Where a new checkpoint starts reading."""
     checkpoint_name: str = "stream_features"
+    """The query's checkpoint directory under storage.checkpoints."""
     dlq_to_kafka: bool = True
+    """Rejected records also go to kafka.topics.dlq (the quarantine table always)."""
 
 
 class ScoringConfig(_Model):
     """jobs/stream_scores.py and jobs/score_batch.py."""
 
     model_alias: str = "champion"
-    # Re-resolve the alias at most this often (0: at every micro-batch).
+    """The registry alias the scorer follows (hot swap when it moves)."""
     resolve_every_s: float = Field(0, ge=0)
-    # Risk bands: score >= high -> "high", >= medium -> "medium", else "low".
+    """Re-resolve the alias at most this often (0: at every micro-batch)."""
     band_medium: float = Field(0.3, gt=0, lt=1)
+    """score >= this: medium risk."""
     band_high: float = Field(0.6, gt=0, lt=1)
-    # "every": emit every update; "changed": only when the score moves by >= min_delta or
-    # the band changes (first scores are always emitted).
+    """score >= this: high risk (must be above band_medium)."""
     emit: Literal["every", "changed"] = "every"
+    """every: emit every update; changed: only when the score moves by >= min_delta or the
+    band changes (a user's first score is always emitted)."""
     min_delta: float = Field(0.05, ge=0, le=1)
-    # Bands whose scores carry the top-3 reasons (exact TreeSHAP costs ~300x a prediction).
+    """The score move that counts as changed."""
     reasons_for_bands: list[Literal["low", "medium", "high"]] = ["medium", "high"]
+    """Bands whose scores carry the top-3 reasons (exact TreeSHAP costs ~200x a prediction)."""
     trigger_s: float = Field(5, ge=0)
+    """Seconds between micro-batches; 0 scores what is there and stops."""
     checkpoint_name: str = "stream_scores"
-    # Seconds to wait between checks while no model has the alias yet.
+    """The query's checkpoint directory under storage.checkpoints."""
     wait_for_model_s: float = Field(10, gt=0)
+    """While no model has the alias yet, check this often."""
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> ScoringConfig:
@@ -155,9 +196,14 @@ class ScoringConfig(_Model):
 
 
 class MlflowConfig(_Model):
+    """Tracking server and registry (one URI serves both)."""
+
     tracking_uri: str = "http://127.0.0.1:5000"
+    """MLflow tracking server; its registry holds the models."""
     experiment: str = "churn"
+    """Experiment of the training runs (created on first use)."""
     model_name: str = "churn-lightgbm"
+    """Registered model name."""
 
 
 class TrainingLightGBM(_Model):
@@ -165,20 +211,24 @@ class TrainingLightGBM(_Model):
     out-of-time validation cutoffs; `num_threads`, `seed` and deterministic=True make a run
     reproducible on the same machine."""
 
-    num_boost_round: int = Field(400, ge=1)  # upper bound; early stopping picks the count
+    num_boost_round: int = Field(400, ge=1)
+    """Upper bound on trees; early stopping picks the count."""
     early_stopping_rounds: int = Field(40, ge=1)
+    """Stop after this many rounds without improvement on validation."""
     metric: Literal["auc", "average_precision"] = "auc"
+    """The validation metric early stopping watches."""
     learning_rate: float = Field(0.05, gt=0, le=1)
     num_leaves: int = Field(31, ge=2, le=4096)
     max_depth: int = Field(-1, ge=-1)
+    """-1: no limit."""
     min_data_in_leaf: int = Field(40, ge=1)
     feature_fraction: float = Field(0.8, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     bagging_freq: int = Field(1, ge=0)
     lambda_l2: float = Field(1.0, ge=0)
-    # Weight of a churned row; None: n_not_churned / n_churned of the training rows. The
-    # booster's output is shifted back by log(weight), so its scores stay probabilities.
     scale_pos_weight: float | None = Field(None, gt=0)
+    """Weight of a churned row; null: n_not_churned / n_churned of the training rows. The
+    booster's output is shifted back by log(weight), so its scores stay probabilities."""
     num_threads: int = Field(2, ge=1)
     seed: int = 42
 
@@ -190,11 +240,12 @@ class TrainingGate(_Model):
     """Champion/challenger gate: both models are scored on the same out-of-time test rows."""
 
     metric: GateMetric = "roc_auc"
-    # Promote when challenger >= champion + min_improvement (0: a fresher model that is
-    # as good as the champion replaces it).
+    """The metric the challenger must match or beat."""
     min_improvement: float = Field(0.0, ge=0)
-    # Absolute minimums on the challenger's test metrics, whether or not a champion exists.
+    """Promote when challenger >= champion + this (0: a fresher model that is as good as the
+    champion replaces it)."""
     floors: dict[GateMetric, float] = {"roc_auc": 0.6, "lift_top_decile": 1.5}
+    """Absolute minimums on the challenger's test metrics, whether or not a champion exists."""
 
 
 class TrainingConfig(_Model):
@@ -205,22 +256,35 @@ class TrainingConfig(_Model):
     """
 
     table: Literal["user_activity_daily"] = "user_activity_daily"
+    """The silver table under storage.warehouse that training reads."""
     horizon_days: int = Field(28, ge=1, le=1095)
-    lookback_days: int = Field(28, ge=1, le=1095)  # eligible: active in [C - lookback, C)
-    step_days: int = Field(7, ge=1, le=366)  # cutoffs every step_days back from the latest
-    min_history_days: int = Field(28, ge=0)  # first cutoff >= first day in the table + this
-    max_cutoffs: int | None = Field(None, ge=3)  # keep only the latest N scheduled cutoffs
-    cutoffs: list[date] | None = None  # explicit cutoffs instead of the schedule
+    """churned = no active day in [cutoff, cutoff + horizon_days)."""
+    lookback_days: int = Field(28, ge=1, le=1095)
+    """Eligible at a cutoff = active in [cutoff - lookback_days, cutoff)."""
+    step_days: int = Field(7, ge=1, le=366)
+    """Cutoffs every step_days back from the latest labelled one."""
+    min_history_days: int = Field(28, ge=0)
+    """The first cutoff is at least this many days after the table's first day."""
+    max_cutoffs: int | None = Field(None, ge=3)
+    """Keep only the latest N scheduled cutoffs (null: all)."""
+    cutoffs: list[date] | None = None
+    """Explicit cutoffs instead of the schedule, e.g. [2011-08-01, 2011-09-01]."""
     valid_cutoffs: int = Field(1, ge=1)
+    """The latest cutoffs are test, the valid_cutoffs before them validation, the rest train."""
     test_cutoffs: int = Field(1, ge=1)
-    # Drop cutoffs whose label window overlaps the next split's first cutoff (an embargo).
+    """How many of the latest cutoffs are test."""
     purge_overlap: bool = False
+    """Drop cutoffs whose label window reaches the next split's first cutoff (an embargo)."""
     lightgbm: TrainingLightGBM = TrainingLightGBM()
     gate: TrainingGate = TrainingGate()
-    build_threads: int = Field(2, ge=1)  # cutoffs whose rows Spark builds concurrently
-    shap_rows: int = Field(1000, ge=10)  # test rows explained with pred_contrib for the plot
-    state_dir: Path = Path(".local/training")  # lock file and last-success state
-    schedule_cron: str = "0 3 * * *"  # UTC
+    build_threads: int = Field(2, ge=1)
+    """Cutoffs whose rows Spark builds at the same time."""
+    shap_rows: int = Field(1000, ge=10)
+    """Test rows explained (pred_contrib) for the SHAP plot."""
+    state_dir: Path = Path(".local/training")
+    """The scheduler's lock file and last successful run's table version."""
+    schedule_cron: str = "0 3 * * *"
+    """When jobs.schedule_train trains (cron, UTC); it skips when the table has not changed."""
 
     @model_validator(mode="after")
     def _valid_cron(self) -> TrainingConfig:
@@ -235,12 +299,17 @@ class LocalStackConfig(_Model):
     """The embedded stack that `make up` starts on loopback."""
 
     state_dir: Path = Path(".local/stack")
+    """Broker data, MLflow database and artifacts, logs, pid files."""
     host: Literal["127.0.0.1"] = "127.0.0.1"
+    """Loopback only."""
     kafka_port: int = Field(9092, ge=1024, le=65535)
     kafka_controller_port: int = Field(9093, ge=1024, le=65535)
+    """KRaft controller listener."""
     kafka_heap: str = "768m"
+    """The broker JVM's -Xmx."""
     mlflow_port: int = Field(5000, ge=1024, le=65535)
     start_timeout_s: float = Field(90, gt=0)
+    """How long `make up` waits for each service to answer."""
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> LocalStackConfig:
@@ -251,7 +320,10 @@ class LocalStackConfig(_Model):
 
 
 class Config(_Model):
+    """conf/<env>.yaml."""
+
     env: str = "local"
+    """A name for the environment (recorded with each training run)."""
     kafka: KafkaConfig = KafkaConfig()
     spark: SparkConfig = SparkConfig()
     storage: StorageConfig = StorageConfig()
