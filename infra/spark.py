@@ -16,6 +16,9 @@ from pyspark.sql import SparkSession
 from infra import jars
 from infra.config import Config
 
+# Maven Central only, for spark.packages (jvm/ivysettings.xml says why).
+IVY_SETTINGS = Path(__file__).resolve().parents[1] / "jvm" / "ivysettings.xml"
+
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -49,6 +52,7 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
         conf["spark.driver.memory"] = cfg.spark.driver_memory
         if cfg.spark.packages:
             conf["spark.jars.packages"] = ",".join(cfg.spark.packages)
+            conf["spark.jars.ivySettings"] = str(IVY_SETTINGS)
         else:
             jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
             conf["spark.jars"] = ",".join(str(p) for p in jars.classpath("spark", jar_dir))
