@@ -19,6 +19,7 @@ import pandas as pd
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
+from infra.timing import StepTimes
 from scoring.inputs import latest_changes, snapshot
 from scoring.model import ModelCache
 from scoring.score import BANDS, ScoringModel, ScoringRules, emitted, score_frame
@@ -37,7 +38,7 @@ class Emission:
 
 
 @dataclass
-class PassResult:
+class PassResult(StepTimes):
     """What one scoring pass did, for the progress line and the caller's checks."""
 
     batch_id: int
@@ -49,22 +50,15 @@ class PassResult:
     model: str = ""
     skipped: bool = False
     seconds: float = 0.0
-    step_seconds: dict[str, float] = field(default_factory=dict)
-
-    def step(self, name: str, since: float) -> float:
-        now = time.monotonic()
-        self.step_seconds[name] = round(now - since, 2)
-        return now
 
     def line(self) -> str:
         if self.skipped:
             return f"batch {self.batch_id}: already written, skipped"
         bands = " ".join(f"{b}={self.by_band.get(b, 0)}" for b in BANDS)
-        steps = " ".join(f"{k}={v:.1f}" for k, v in self.step_seconds.items())
         return (
             f"batch {self.batch_id}: {self.rows_in:,} feature updates -> {self.scored:,} users "
             f"scored ({bands}; {self.explained:,} with reasons), {self.emitted:,} emitted; "
-            f"model {self.model}; {self.seconds:.1f}s ({steps})"
+            f"model {self.model}; {self.seconds:.1f}s ({self.steps_text()})"
         )
 
 

@@ -58,6 +58,7 @@ from features.events import (
     valid_events,
 )
 from features.registry import FEATURES
+from infra.timing import StepTimes
 from store.tables import (
     FeatureStore,
     Txn,
@@ -89,7 +90,7 @@ class IngestRules:
 
 
 @dataclass
-class BatchResult:
+class BatchResult(StepTimes):
     batch_id: int
     records: int = 0
     valid: int = 0
@@ -103,13 +104,6 @@ class BatchResult:
     refreshed_all: bool = False
     seconds: float = 0.0
     skipped: bool = False
-    step_seconds: dict[str, float] = field(default_factory=dict)
-
-    def step(self, name: str, since: float) -> float:
-        """Record the time a step took since ``since``; returns now (for the next step)."""
-        now = time.monotonic()
-        self.step_seconds[name] = round(now - since, 2)
-        return now
 
     def line(self) -> str:
         """One progress line for logs."""
@@ -117,13 +111,12 @@ class BatchResult:
             return f"batch {self.batch_id}: already committed, skipped"
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items())) or "none"
         scope = "users (all: as-of moved)" if self.refreshed_all else "touched users"
-        steps = " ".join(f"{k}={v:.1f}" for k, v in self.step_seconds.items())
         return (
             f"batch {self.batch_id}: {self.records:,} records -> {self.valid:,} valid, "
             f"{self.quarantined:,} quarantined ({reasons}); clock {self.clock}, "
             f"watermark {self.watermark}, "
             f"as_of {self.as_of}; features for {self.users_updated:,} {scope}; "
-            f"{self.seconds:.1f}s ({steps})"
+            f"{self.seconds:.1f}s ({self.steps_text()})"
         )
 
 
