@@ -33,8 +33,8 @@ def events_frame(spark: SparkSession, rows: Iterable[tuple]) -> DataFrame:
     return spark.createDataFrame(list(rows), EVENTS_SCHEMA)
 
 
-def simulated_events(sim: SimulationConfig) -> pd.DataFrame:
-    """The simulator's events as the columns daily_activity reads."""
+def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Event-contract records (the simulator's, a replay's) as the columns daily_activity reads."""
     frame = pd.DataFrame.from_records(
         (
             (
@@ -44,13 +44,34 @@ def simulated_events(sim: SimulationConfig) -> pd.DataFrame:
                 e["properties"].get("amount"),
                 e["properties"].get("quantity"),
             )
-            for e in simulate(sim)
+            for e in records
         ),
         columns=["user_id", "event_type", "event_time", "amount", "quantity"],
     )
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
     frame["quantity"] = frame["quantity"].astype("Int32")
     return frame
+
+
+def split_rows(daily: DataFrame, t: Any) -> tuple[Any, dict[str, pd.DataFrame]]:
+    """(CutoffSplit, {split: rows}) from a daily table and a TrainingConfig, as train() does."""
+    from training.pipeline import collect_rows, data_range, plan_split
+    from training.split import split_frame
+
+    daily = daily.cache()
+    try:
+        first_day, data_end = data_range(daily)
+        split = plan_split(first_day, data_end, t)
+        rows = collect_rows(
+            daily,
+            sorted({*split.train, *split.valid, *split.test}),
+            lookback_days=t.lookback_days,
+            horizon_days=t.horizon_days,
+            threads=t.build_threads,
+        )
+    finally:
+        daily.unpersist()
+    return split, split_frame(rows, split)
 
 
 def daily_from_pandas(spark: SparkSession, events: pd.DataFrame) -> DataFrame:
@@ -64,34 +85,27 @@ def make_daily(spark: SparkSession) -> Callable[[Iterable[tuple]], DataFrame]:
 
 
 @pytest.fixture(scope="session")
-def simulated_daily(spark: SparkSession) -> Callable[[SimulationConfig], DataFrame]:
+def records_daily(spark: SparkSession) -> Callable[[Iterable[dict[str, Any]]], DataFrame]:
+    """Event-contract records -> their daily table (not cached: the caller decides)."""
+    return lambda records: daily_from_pandas(spark, records_frame(records))
+
+
+@pytest.fixture(scope="session")
+def simulated_daily(records_daily) -> Callable[[SimulationConfig], DataFrame]:
     """SimulationConfig -> its daily table (not cached: the caller decides)."""
-    return lambda sim: daily_from_pandas(spark, simulated_events(sim))
+    return lambda sim: records_daily(simulate(sim))
 
 
 @pytest.fixture(scope="session")
 def build_split(simulated_daily):
     """(SimulationConfig, TrainingConfig) -> (CutoffSplit, {split: rows}), as train() does."""
-    from training.pipeline import collect_rows, data_range, plan_split
-    from training.split import split_frame
+    return lambda sim, t: split_rows(simulated_daily(sim), t)
 
-    def build(sim: SimulationConfig, t: Any) -> tuple[Any, dict[str, pd.DataFrame]]:
-        daily = simulated_daily(sim).cache()
-        try:
-            first_day, data_end = data_range(daily)
-            split = plan_split(first_day, data_end, t)
-            rows = collect_rows(
-                daily,
-                sorted({*split.train, *split.valid, *split.test}),
-                lookback_days=t.lookback_days,
-                horizon_days=t.horizon_days,
-                threads=t.build_threads,
-            )
-        finally:
-            daily.unpersist()
-        return split, split_frame(rows, split)
 
-    return build
+@pytest.fixture(scope="session")
+def rows_from_daily():
+    """(daily DataFrame, TrainingConfig) -> (CutoffSplit, {split: rows}), as train() does."""
+    return split_rows
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from sources.contract import contract_errors
 from sources.replay import replay_online_retail
-from training.pipeline import collect_rows, data_range, fit_and_evaluate, plan_split
-from training.split import split_frame
+from training.pipeline import fit_and_evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -27,52 +25,17 @@ RETAIL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "o
     not (RETAIL_DIR / "by-day").is_dir(),
     reason=f"Online Retail data not found at {RETAIL_DIR} (shared data, not in the repo)",
 )
-def test_model_beats_recency_on_online_retail(spark, base_config):
-    from features.aggregates import daily_activity
-
+def test_model_beats_recency_on_online_retail(base_config, records_daily, rows_from_daily):
     records = [r.value for r in replay_online_retail(RETAIL_DIR) if r.key is not None]
     valid = [v for v in records if not contract_errors(v)]
-    events = pd.DataFrame.from_records(
-        [
-            (
-                v["user_id"],
-                v["event_type"],
-                v["event_time"],
-                v["properties"].get("amount"),
-                v["properties"].get("quantity"),
-            )
-            for v in valid
-        ],
-        columns=["user_id", "event_type", "event_time", "amount", "quantity"],
-    )
-    events["event_time"] = pd.to_datetime(events["event_time"], utc=True)
-    events["quantity"] = events["quantity"].astype("Int32")
     t = base_config.training.model_copy(
         update={"horizon_days": 91, "lookback_days": 91, "step_days": 14, "min_history_days": 91}
     )
-    daily = daily_activity(
-        spark.createDataFrame(
-            events,
-            "user_id string, event_type string, event_time timestamp, amount double, quantity int",
-        )
-    ).cache()
-    try:
-        first_day, data_end = data_range(daily)
-        split = plan_split(first_day, data_end, t)
-        rows = collect_rows(
-            daily,
-            sorted({*split.train, *split.valid, *split.test}),
-            lookback_days=t.lookback_days,
-            horizon_days=t.horizon_days,
-            threads=t.build_threads,
-        )
-    finally:
-        daily.unpersist()
-    parts = split_frame(rows, split)
+    split, parts = rows_from_daily(records_daily(valid), t)
     m = fit_and_evaluate(parts, t).metrics
     print(
         f"\nOnline Retail: {len(valid)} valid events of {len(records)} with a customer; "
-        f"days {first_day} .. {data_end} (exclusive); test cutoff {split.test[0]}, valid {split.valid[0]}, "
+        f"test cutoff {split.test[0]}, valid {split.valid[0]}, "
         f"{len(split.train)} train cutoffs; horizon 91 days\n"
         f"rows train/valid/test {len(parts['train'])}/{len(parts['valid'])}/{len(parts['test'])}, "
         f"test churn rate {m['model']['label_rate']:.3f}\n"
