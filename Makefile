@@ -50,6 +50,7 @@ notebook: setup  ## JupyterLab in the venv on 127.0.0.1:8888 (NOTEBOOK_PORT), op
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(NOTEBOOK_ARGS)
 
 bench: up  ## benchmarks: ratios to references measured in the same run (docs/benchmarks.md)
+	$(PY) -m benchmarks.bench_parse --out .local/bench/results.jsonl
 	$(PY) -m benchmarks.bench_ingest --out .local/bench/results.jsonl
 
 clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs); keeps venv and jars

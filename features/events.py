@@ -75,12 +75,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
 PARSED_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "raw_key", "raw_value", "reject_reason")
 
 _ISO_8601 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
-_TYPE_PATTERNS = {
-    "string": r"^STRING$",
-    "integer": r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,0\))$",
-    "number": r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,\d+\)|FLOAT|DOUBLE)$",
-    "object": r"^OBJECT<",
-}
+_INTEGER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT")
 _EXTRACT_AS = {"string": "string", "integer": "int", "number": "double"}
 
 
@@ -95,7 +90,25 @@ def _type_of(doc: Column, path: str) -> Column:
 
 
 def _has_type(type_name: Column, json_type: str) -> Column:
-    return F.coalesce(type_name.rlike(_TYPE_PATTERNS[json_type]), F.lit(False))
+    """Whether a variant type name (schema_of_variant) is of this JSON type; false when absent.
+
+    Plain comparisons, not regexes: every rule of every row evaluates these.
+    """
+    if json_type == "string":
+        is_type = type_name == "STRING"
+    elif json_type == "object":
+        is_type = type_name.startswith("OBJECT<")
+    elif json_type == "integer":
+        is_type = type_name.isin(*_INTEGER_TYPES) | (
+            type_name.startswith("DECIMAL(") & type_name.endswith(",0)")
+        )
+    elif json_type == "number":
+        is_type = type_name.isin(*_INTEGER_TYPES, "FLOAT", "DOUBLE") | type_name.startswith(
+            "DECIMAL("
+        )
+    else:
+        raise ValueError(f"unknown JSON type {json_type!r}")
+    return F.coalesce(is_type, F.lit(False))
 
 
 def _absent(type_name: Column) -> Column:
@@ -139,30 +152,51 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
         F.col("timestamp").alias("kafka_timestamp"),
         pre_reason.alias("_pre_reason"),
         F.when(pre_reason.isNull(), F.try_parse_json(text)).alias("_doc"),
+        # Parsed JSON is an object exactly when its first non-whitespace character is "{".
+        # Much cheaper than schema_of_variant on the whole document, which builds its type.
+        text.rlike(r"^[ \t\n\r]*\{").alias("_is_object"),
     )
     doc = F.col("_doc")
+    json_types = dict(REQUIRED_FIELDS) | {"properties": "object"} | dict(PROPERTY_FIELDS)
     typed = staged.select(
         "*",
-        F.schema_of_variant(doc).alias("_t_doc"),
         *[_type_of(doc, path).alias(f"_t_{name}") for name, path in paths.items()],
     )
-
-    json_types = dict(REQUIRED_FIELDS) | {"properties": "object"} | dict(PROPERTY_FIELDS)
 
     def t(name: str) -> Column:
         return F.col(f"_t_{name}")
 
+    # Each field once: whether it has its contract type, and its value as that type (null
+    # when absent or of another type). The rules below read these columns many times over.
+    fields = typed.select(
+        "*",
+        *[_has_type(t(name), json_types[name]).alias(f"_ok_{name}") for name in json_types],
+        *[
+            F.when(
+                _has_type(t(name), json_type),
+                F.try_variant_get(doc, paths[name], _EXTRACT_AS[json_type]),
+            ).alias(f"_v_{name}")
+            for name, json_type in json_types.items()
+            if json_type != "object"
+        ],
+    )
+
+    def ok(name: str) -> Column:
+        return F.col(f"_ok_{name}")
+
     def value(name: str) -> Column:
         """The field as its contract type, or null when absent or of another type."""
-        json_type = json_types[name]
-        return F.when(
-            _has_type(t(name), json_type),
-            F.try_variant_get(doc, paths[name], _EXTRACT_AS[json_type]),
-        )
+        return F.col(f"_v_{name}")
 
-    event_type = value("event_type")
     event_time_text = value("event_time")
-    event_time = F.when(event_time_text.rlike(_ISO_8601), F.try_to_timestamp(event_time_text))
+    staged_time = fields.select(
+        "*",
+        F.when(event_time_text.rlike(_ISO_8601), F.try_to_timestamp(event_time_text)).alias(
+            "_event_time"
+        ),
+    )
+    event_type = value("event_type")
+    event_time = F.col("_event_time")
     schema_version = value("schema_version")
     amount, quantity = value("amount"), value("quantity")
     user_id = value("user_id")
@@ -174,11 +208,11 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
         return _absent(t(name))
 
     def wrong_type(name: str) -> Column:
-        return ~_absent(t(name)) & ~_has_type(t(name), json_types[name])
+        return ~_absent(t(name)) & ~ok(name)
 
     required_names = [name for name, _ in REQUIRED_FIELDS[:-1]]  # schema_version is checked first
     rules: list[tuple[Column, str]] = [
-        (doc.isNull() | ~_has_type(F.col("_t_doc"), "object"), "not_json"),
+        (doc.isNull() | ~F.coalesce(F.col("_is_object"), F.lit(False)), "not_json"),
         (missing("schema_version"), "missing_field:schema_version"),
         (wrong_type("schema_version"), "wrong_type:schema_version"),
         (
@@ -203,7 +237,7 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
     ]
     if ("null_key", "oversized_value", "not_utf8", *[r for _, r in rules]) != _PARSE_REASONS:
         raise RuntimeError("parse_events rules are out of step with REJECT_REASONS")
-    return typed.select(
+    return staged_time.select(
         value("event_id").alias("event_id"),
         user_id.alias("user_id"),
         event_type.alias("event_type"),

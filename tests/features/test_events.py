@@ -81,6 +81,8 @@ BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
     ("u-1", "not json", "not_json"),
     ("u-1", '{"event_id": "e-1",', "not_json"),
     ("u-1", "[1, 2]", "not_json"),
+    ("u-1", ' \n\t[{"event_id": "e-1"}]', "not_json"),  # whitespace, then not an object
+    ("u-1", "  7", "not_json"),
     ("u-1", '"a string"', "not_json"),
     ("u-1", "null", "not_json"),
     ("u-1", '{"event_id": "a", "event_id": "b"}', "not_json"),
@@ -130,6 +132,7 @@ BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
     ("u-2", event(), "key_mismatch"),
     (b"\xff", event(), "key_mismatch"),
     ("u-1", event(), None),  # the base event is valid
+    ("u-1", " \r\n\t" + event() + "\n", None),  # JSON whitespace around it too
 ]
 
 
