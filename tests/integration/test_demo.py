@@ -1,5 +1,6 @@
-"""`make demo`'s job on the test stack, small: its summary, what MLflow's REST API shows, and
-the notebooks, each run top to bottom against it."""
+"""`make demo`'s job on the test stack, small and twice (as a user runs `make demo` again):
+both summaries, what MLflow's REST API shows, and the notebooks, each run top to bottom
+against what the second demo left."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 class DemoRun:
     cfg: Config
     config_path: Path
-    summary: dict
+    first: dict  # the first demo's summary
+    summary: dict  # the second's: same tables again, MLflow kept, so the gate meets a champion
     tag: str
 
 
@@ -57,21 +59,32 @@ def demo_run(kafka_stack, mlflow_stack, base_config, tmp_path_factory) -> DemoRu
     )
     config_path = tmp_path / "demo.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    summary_path = tmp_path / "summary.json"
     args = ["--config", str(config_path), "--users", "300", "--days", "90", "--bad-every", "500"]
-    demo.main([*args, "--summary", str(summary_path)], stop_spark=False)
-    return DemoRun(cfg, config_path, json.loads(summary_path.read_text()), tag)
+    summaries = []
+    for n in (1, 2):
+        summary_path = tmp_path / f"summary-{n}.json"
+        demo.main([*args, "--summary", str(summary_path)], stop_spark=False)
+        summaries.append(json.loads(summary_path.read_text()))
+    return DemoRun(cfg, config_path, summaries[0], summaries[1], tag)
 
 
-def test_demo_runs_end_to_end_and_mlflow_shows_its_run_model_and_champion(demo_run, mlflow_stack):
-    s, tag = demo_run.summary, demo_run.tag
-    ev = s["events"]
-    assert ev["processed"] == ev["produced"] == ev["valid"] + ev["quarantined"]
-    assert ev["quarantined"] == ev["produced"] // 501 > 0  # one malformed record per 500 events
-    assert s["users"] == s["feature_rows"] > 0
-    assert s["scores"]["users_scored"] == s["users"]
-    assert sum(s["scores"]["latest_by_band"].values()) == s["users"]
-    assert s["training"]["promoted"] is True
+def test_demo_runs_end_to_end_twice_and_mlflow_shows_its_runs_model_and_champion(
+    demo_run, mlflow_stack
+):
+    first, s, tag = demo_run.first, demo_run.summary, demo_run.tag
+    for run in (first, s):
+        ev = run["events"]
+        assert ev["processed"] == ev["produced"] == ev["valid"] + ev["quarantined"]
+        assert ev["quarantined"] == ev["produced"] // 501 > 0  # one malformed record per 500
+        assert run["users"] == run["feature_rows"] > 0
+        assert run["scores"]["users_scored"] == run["users"]
+        assert sum(run["scores"]["latest_by_band"].values()) == run["users"]
+    # The second demo reset topics and tables: it counts the same events, not twice as many.
+    assert s["events"] == first["events"] and s["feature_rows"] == first["feature_rows"]
+    assert s["scores"]["rows"] == first["scores"]["rows"]
+    assert first["training"]["promoted"] is True
+    assert "no champion yet" in first["training"]["reason"]
+    assert "champion v" in s["training"]["reason"]  # the second met the first at the gate
 
     uri = mlflow_stack.mlflow_uri
     exp = rest(uri, "experiments/get-by-name", experiment_name=f"exp-{tag}")["experiment"]
@@ -86,16 +99,21 @@ def test_demo_runs_end_to_end_and_mlflow_shows_its_run_model_and_champion(demo_r
             timeout=30,
         ).read()
     )["runs"]
-    assert [r["info"]["run_id"] for r in runs] == [s["training"]["run_id"]]
-    metrics = {m["key"] for m in runs[0]["data"]["metrics"]}
-    assert {
-        "test_roc_auc",
-        "test_pr_auc",
-        "recency_test_roc_auc",
-        "logistic_test_roc_auc",
-    } <= metrics
+    run_ids = [first["training"]["run_id"], s["training"]["run_id"]]
+    assert sorted(r["info"]["run_id"] for r in runs) == sorted(run_ids)
+    for r in runs:
+        metrics = {m["key"] for m in r["data"]["metrics"]}
+        assert {
+            "test_roc_auc",
+            "test_pr_auc",
+            "recency_test_roc_auc",
+            "logistic_test_roc_auc",
+        } <= metrics
+    versions = rest(uri, "model-versions/search", filter=f"name='model-{tag}'")["model_versions"]
+    assert sorted(v["run_id"] for v in versions) == sorted(run_ids)
     champion = rest(uri, "registered-models/alias", name=f"model-{tag}", alias="champion")
-    assert champion["model_version"]["run_id"] == s["training"]["run_id"]
+    expected = run_ids[1] if s["training"]["promoted"] else run_ids[0]
+    assert champion["model_version"]["run_id"] == expected
     assert s["scores"]["model_versions"] == [f"model-{tag}/{champion['model_version']['version']}"]
 
 
