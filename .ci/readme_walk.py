@@ -122,9 +122,7 @@ PLAN: list[Step] = [
     ),
     Step(".venv/bin/churn-stack --help"),
     Step("make notebook", how="notebook", env={"BROWSER": "true"}),
-    Step(
-        'CHURN_TEST_STACK=running make test PYTEST_ARGS="tests/integration/test_stream_scores.py"'
-    ),
+    Step('CHURN_TEST_STACK=running make test PYTEST_ARGS="tests/integration/test_smoke.py"'),
     Step("make test-fast"),
     Step("make lint"),
     Step("make clean", check=_ports_closed(9092, 5000), note="then the pipeline step by step"),
