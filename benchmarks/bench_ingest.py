@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from benchmarks.report import report
 from infra.config import load_config
 from infra.kafka_io import ensure_topics, produce, spark_options
 from infra.spark import build_spark
@@ -100,11 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio": round(best_ref / subject, 4),
         "ingest_step_seconds": {k: round(v, 1) for k, v in steps.items()},
     }
-    print(json.dumps(result))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(json.dumps(result) + "\n")
+    report(result, args.out)
     spark.stop()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from benchmarks.report import report
 from features.events import parse_events
 from infra.config import load_config
 from infra.spark import build_spark
@@ -84,11 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         "parse_events_rps": round(n / subject_s),
         "ratio": round(ref_s / subject_s, 4),
     }
-    print(json.dumps(result))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(json.dumps(result) + "\n")
+    report(result, args.out)
     spark.stop()
 
 
