@@ -1,9 +1,11 @@
 """Additive aggregates: per-user daily activity (the silver table) and per-user lifetime totals.
 
 Every aggregate column merges by one of add / min / max, so a micro-batch's partial
-aggregates can be MERGEd into the stored ones and a late event is just one more partial
-count. The *_ADD/_MIN/_MAX_COLUMNS lists let the job build that MERGE generically; the
-merge_* functions state the same algebra as DataFrame code (used by tests and backfills).
+aggregates can be appended beside the stored ones and a late event is just one more partial
+count. The *_ADD/_MIN/_MAX_COLUMNS lists drive that algebra everywhere it runs: here as
+DataFrame code (collapse_daily reads the stored partials as one row per user and day; the
+merge_* functions are used by tests and backfills) and in the stream's in-memory state
+(store/state.py).
 """
 
 from __future__ import annotations
@@ -83,19 +85,17 @@ def daily_activity(events: DataFrame) -> DataFrame:
     )
 
 
-def _merge(
-    a: DataFrame,
-    b: DataFrame,
+def _combine(
+    partials: DataFrame,
     key: Sequence[str],
     add: Sequence[str],
     low: Sequence[str],
     high: Sequence[str],
     columns: Sequence[str],
 ) -> DataFrame:
-    """Union two partial aggregates and combine rows with the same key by add / min / max."""
+    """Combine rows of partial aggregates with the same key by add / min / max."""
     return (
-        a.unionByName(b)
-        .groupBy(*[F.col(k) for k in key])
+        partials.groupBy(*[F.col(k) for k in key])
         .agg(
             *[F.sum(F.col(c)).alias(c) for c in add],
             *[F.min(F.col(c)).alias(c) for c in low],
@@ -105,11 +105,17 @@ def _merge(
     )
 
 
+def collapse_daily(partials: DataFrame) -> DataFrame:
+    """One row per (user, day) from any number of daily partials of it (the stored table is a
+    log of per-batch partials; this is how it reads as the daily table)."""
+    return _combine(
+        partials, DAILY_KEY, DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS, DAILY_COLUMNS
+    )
+
+
 def merge_daily(a: DataFrame, b: DataFrame) -> DataFrame:
     """Combine two daily_activity results: merge_daily(daily(x), daily(y)) == daily(x + y)."""
-    return _merge(
-        a, b, DAILY_KEY, DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS, DAILY_COLUMNS
-    )
+    return collapse_daily(a.select(*DAILY_COLUMNS).unionByName(b.select(*DAILY_COLUMNS)))
 
 
 def lifetime_aggregates(daily: DataFrame) -> DataFrame:
@@ -142,9 +148,8 @@ def lifetime_aggregates(daily: DataFrame) -> DataFrame:
 
 def merge_lifetime(a: DataFrame, b: DataFrame) -> DataFrame:
     """Combine two lifetime_aggregates results (built from disjoint sets of (user, day) rows)."""
-    return _merge(
-        a,
-        b,
+    return _combine(
+        a.unionByName(b),
         LIFETIME_KEY,
         LIFETIME_ADD_COLUMNS,
         LIFETIME_MIN_COLUMNS,

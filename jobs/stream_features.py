@@ -28,6 +28,7 @@ from infra.streaming import (
     start_foreach_batch,
 )
 from store.ingest import IngestRules, last_batch, process_batch
+from store.state import StreamState
 from store.tables import FeatureStore
 
 
@@ -79,6 +80,9 @@ def start_feature_stream(
     )
     kafka_opts = spark_options(cfg.kafka)
     the_app = app_id(checkpoint)
+    # The hot state lives as long as the query: loaded from the tables now, kept in step by
+    # every batch (a query started again loads it again).
+    state = StreamState.load(spark, store, the_app, rules.allowed_lateness_s)
 
     def to_dlq(rejects: DataFrame) -> None:
         # The original bytes, untouched, with the reason and source coordinates as headers.
@@ -116,6 +120,7 @@ def start_feature_stream(
             rules,
             the_app,
             on_rejects=to_dlq if sf.dlq_to_kafka else None,
+            state=state,
         )
         log(f"stream_features: {result.line()}")
 

@@ -24,7 +24,7 @@ from scoring.inputs import latest_changes, snapshot
 from scoring.model import ModelCache
 from scoring.score import BANDS, ScoringModel, ScoringRules, emitted, score_frame
 from scoring.sink import ScoreSink, to_spark
-from store.tables import Txn
+from store.tables import Txn, latest_per_user
 
 EmitPolicy = Literal["every", "changed"]
 
@@ -166,7 +166,9 @@ def score_table(
     version = current if version is None else version
     history = DeltaTable.forPath(spark, features_path).history()
     committed_at = history.where(f"version = {version}").collect()[0]["timestamp"]
-    features = spark.read.format("delta").option("versionAsOf", version).load(features_path)
+    features = latest_per_user(
+        spark.read.format("delta").option("versionAsOf", version).load(features_path)
+    )
     r = PassResult(batch_id=version)
     writer = batch_writer(model)
     if sink.already_written(spark, writer, version):

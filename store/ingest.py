@@ -1,82 +1,93 @@
 """Update the feature store from one batch of Kafka records: the step both drivers share.
 
-The streaming job calls :func:`process_batch` inside ``foreachBatch``; the backfill calls
+The streaming job calls :func:`process_batch` inside ``foreachBatch`` with a
+:class:`store.state.StreamState` it keeps between batches; the backfill calls
 :func:`rebuild` on bounded data. Both use the same pure functions from ``features/``.
 
-One batch, in order (each write idempotent per (app_id, batch_id), see store/tables.py):
+One batch, in order:
 
-1. parse and validate; reject future events (per record), late events (behind the
-   watermark minus the allowed lateness) and duplicates (in the batch, or already in
-   ``events`` on the same event date). The watermark is the slowest Kafka partition's
-   newest event time, so a replay whose partitions move through event time at different
-   speeds rejects nothing that live traffic would accept;
-2. rejected records -> ``quarantine`` (raw bytes, reason, Kafka coordinates);
-3. valid events -> ``events`` (bronze, partitioned by event_date);
-4. their per-user daily partial counts MERGE-added into ``user_activity_daily``;
-5. lifetime partials MERGE-added into ``user_lifetime`` (a day counts as a new active day
-   only in the batch that created its daily row);
-6. features as of the clock's next midnight recomputed into ``user_features`` for the users
-   the batch touched, or for every user when the as-of date moved (silence is a signal:
+1. parse and validate in one Spark job, whose result comes to the driver as Arrow; reject
+   future events (per record), late events (behind the watermark minus the allowed
+   lateness) and duplicates (in the batch, or already stored: the state holds the ids of
+   every event date a new event can still be accepted on). The watermark is the slowest
+   Kafka partition's newest event time, so a replay whose partitions move through event
+   time at different speeds rejects nothing that live traffic would accept;
+2. the batch's daily and lifetime partials (features.aggregates) added to the state;
+3. features as of the clock's next midnight computed from the state for the users the
+   batch touched, or for every user when the as-of date moved (silence is a signal:
    recency must grow for users who send nothing);
-7. one row in ``feature_batches``: counts per reason, the clock (newest event time
+4. one append per table, side by side: rejected records -> the dead-letter topic and
+   ``quarantine``; valid events -> ``events``; the daily partials ->
+   ``user_activity_daily``; the new vectors -> ``user_features``. Each row carries the
+   batch id;
+5. one row in ``feature_batches``: counts per reason, the clock (newest event time
    accepted), each partition's newest event time, the watermark, the as-of date. It is
    written last, so a batch found there is complete and is skipped if replayed.
+
+Exactly once without Delta's per-commit transaction check (it costs a state job per
+commit): only the first batch after a start can be a replay of a batch that died half
+written, and for that one each append is skipped when rows with its batch id are there
+already. Every append is one commit, so a table holds all of a batch's rows or none.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.aggregates import (
-    DAILY_ADD_COLUMNS,
     DAILY_COLUMNS,
     DAILY_KEY,
-    DAILY_MAX_COLUMNS,
-    DAILY_MIN_COLUMNS,
-    LIFETIME_ADD_COLUMNS,
-    LIFETIME_COLUMNS,
     LIFETIME_KEY,
-    LIFETIME_MAX_COLUMNS,
-    LIFETIME_MIN_COLUMNS,
     daily_activity,
     lifetime_aggregates,
 )
 from features.compute import compute_features
 from features.events import (
+    EVENT_COLUMNS,
     apply_time_rules,
     mark_duplicates,
-    mark_seen,
     parse_events,
-    rejected_events,
     utc_date,
-    valid_events,
 )
-from features.registry import FEATURES
 from infra.timing import StepTimes
-from store.tables import (
-    FeatureStore,
-    Txn,
-    additive_update_set,
-    append,
-    ensure_table,
-    merge,
-    overwrite,
+from store.state import (
+    LOOKBACK_DAYS,
+    StreamState,
+    frame,
+    naive_utc,
+    nullable,
+    stored_ids,
+    to_arrow,
 )
+from store.state import last_batch as last_batch
+from store.tables import BATCH_COLUMNS, FeatureStore, append, overwrite
 
 CDF = {"delta.enableChangeDataFeed": "true"}
-# The longest window any feature reads (a 30-day trend reads 60 days, a 90-day window 90).
-LOOKBACK_DAYS = max(ws.lookback_days for f in FEATURES for ws in f.window_sums)
 BATCHES_SCHEMA = (
     "app_id string, batch_id long, records long, valid long, quarantined long, "
     "reasons map<string,long>, clock timestamp, watermark timestamp, "
     "partition_clocks map<string,timestamp>, as_of date, users_updated long, "
     "refreshed_all boolean, processed_at timestamp"
+)
+REJECT_COLUMNS = (
+    "raw_key",
+    "raw_value",
+    "reject_reason",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "kafka_timestamp",
 )
 
 
@@ -120,36 +131,69 @@ class BatchResult(StepTimes):
         )
 
 
-def last_batch(spark: SparkSession, store: FeatureStore, app_id: str) -> dict | None:
-    """The newest ``feature_batches`` row of this app, or None before its first batch."""
-    if not store.exists(spark, "feature_batches"):
-        return None
-    rows = (
-        store.read(spark, "feature_batches")
-        .where(F.col("app_id") == app_id)
-        .orderBy(F.col("batch_id").desc())
-        .limit(1)
-        .collect()
-    )
-    return rows[0].asDict() if rows else None
-
-
 def as_of_for(clock: datetime) -> date:
     """Features as of the midnight after the clock: they include the clock's own (partial) day."""
     return (clock.astimezone(UTC).date() if clock.tzinfo else clock.date()) + timedelta(days=1)
 
 
-def _stored_ids(
-    spark: SparkSession, store: FeatureStore, dates: list[date], batch_id: int
-) -> DataFrame:
-    """Event ids already in bronze on these event dates, written by earlier batches."""
-    if not dates or not store.exists(spark, "events"):
-        return spark.createDataFrame([], "event_id string")
-    return (
-        store.read(spark, "events")
-        .where(F.col("event_date").isin(dates) & (F.col("ingest_batch_id") != batch_id))
-        .select(F.col("event_id"))
+def _parsed_batch(raw: DataFrame, rules: IngestRules, watermark: datetime | None) -> pa.Table:
+    """Parse, validate, apply the time rules and dedup within the batch: one Spark job.
+
+    Raw bytes come back only for rejected records (the quarantine keeps them)."""
+    min_time = watermark - timedelta(seconds=rules.allowed_lateness_s) if watermark else None
+    parsed = mark_duplicates(
+        apply_time_rules(
+            parse_events(raw, max_value_bytes=rules.max_value_bytes),
+            min_event_time=min_time,
+            max_skew_after_record_s=rules.max_future_skew_s,
+        )
     )
+    rejected = F.col("reject_reason").isNotNull()
+    return parsed.select(
+        *[F.col(c) for c in EVENT_COLUMNS],
+        utc_date(F.col("event_time")).alias("event_date"),
+        F.col("reject_reason"),
+        F.when(rejected, F.col("raw_key")).alias("raw_key"),
+        F.when(rejected, F.col("raw_value")).alias("raw_value"),
+    ).toArrow()
+
+
+def _stored_days(
+    spark: SparkSession, store: FeatureStore, keys: pd.MultiIndex, upto: int
+) -> pd.MultiIndex:
+    """Those of these (user, day) keys the daily table holds (only for days the state does not)."""
+    if not len(keys) or not store.exists(spark, "user_activity_daily"):
+        return keys[:0]
+    days = sorted({d.date() for d in keys.get_level_values("activity_date")})
+    stored = (
+        store.read_raw(spark, "user_activity_daily")
+        .where(F.col("activity_date").isin(days) & (F.col("batch_id") <= upto))
+        .select("user_id", "activity_date")
+        .distinct()
+        .toArrow()
+    )
+    return keys.intersection(frame(stored, DAILY_KEY).index)
+
+
+def _mark_stored_duplicates(
+    spark: SparkSession, store: FeatureStore, state: StreamState, batch: pd.DataFrame
+) -> pd.Series:
+    """Which still-valid rows carry an event id already stored on the same event date."""
+    valid = batch["reject_reason"].isna()
+    days = set(batch.loc[valid, "event_date"])
+    ids = {d: state.seen.get(d, set()) for d in days if state.holds_ids_of(d)}
+    ids |= stored_ids(
+        spark, store, state.upto, days=sorted(d for d in days if not state.holds_ids_of(d))
+    )
+    seen = pd.Series(
+        [
+            eid in ids.get(d, ())
+            for eid, d in zip(batch["event_id"], batch["event_date"], strict=True)
+        ],
+        index=batch.index,
+        dtype=bool,
+    )
+    return valid & seen
 
 
 def process_batch(
@@ -160,190 +204,188 @@ def process_batch(
     rules: IngestRules,
     app_id: str,
     on_rejects: Callable[[DataFrame], None] | None = None,
+    state: StreamState | None = None,
 ) -> BatchResult:
-    """Apply one micro-batch of Kafka records to every feature-store table, idempotently.
+    """Apply one micro-batch of Kafka records to every feature-store table, exactly once.
 
-    ``on_rejects`` receives the batch's rejected records (raw bytes, reason, Kafka
-    coordinates) before they are quarantined, e.g. to send them to the dead-letter topic.
+    ``state`` is the stream's hot state, updated in place; without one it is loaded from
+    the tables (what a restart does). ``on_rejects`` receives the batch's rejected records
+    (raw bytes, reason, Kafka coordinates) before they are quarantined, e.g. to send them
+    to the dead-letter topic.
     """
     t0 = t = time.monotonic()
     r = BatchResult(batch_id=batch_id)
-    prev = last_batch(spark, store, app_id)
+    if state is None:
+        state = StreamState.load(spark, store, app_id, rules.allowed_lateness_s)
+    prev = state.prev
     if prev is not None and prev["batch_id"] >= batch_id:
         r.skipped = True
         return r
-    txn = Txn(app_id, batch_id)
-    watermark: datetime | None = prev["watermark"] if prev else None
-    min_time = watermark - timedelta(seconds=rules.allowed_lateness_s) if watermark else None
 
-    parsed = apply_time_rules(
-        parse_events(raw, max_value_bytes=rules.max_value_bytes),
-        min_event_time=min_time,
-        max_skew_after_record_s=rules.max_future_skew_s,
+    table = _parsed_batch(raw, rules, prev["watermark"] if prev else None)
+    batch = table.select(
+        [
+            "event_id",
+            "event_date",
+            "reject_reason",
+            "source_topic",
+            "source_partition",
+            "event_time",
+        ]
+    ).to_pandas()
+    duplicate = _mark_stored_duplicates(spark, store, state, batch)
+    batch.loc[duplicate, "reject_reason"] = "duplicate_event_id"
+    reasons = pa.array(batch["reject_reason"], type=pa.string())
+    table = table.set_column(
+        table.schema.get_field_index("reject_reason"), "reject_reason", reasons
     )
-    parsed = mark_duplicates(parsed).persist()
-    dates = [
-        row["d"]
-        for row in parsed.where(F.col("reject_reason").isNull())
-        .select(utc_date(F.col("event_time")).alias("d"))
-        .distinct()
-        .collect()
-    ]
-    checked = mark_seen(parsed, _stored_ids(spark, store, dates, batch_id)).persist()
-    summary = (
-        checked.groupBy(F.col("reject_reason"), F.col("source_topic"), F.col("source_partition"))
-        .agg(F.count(F.lit(1)).alias("n"), F.max(F.col("event_time")).alias("t"))
-        .collect()
-    )
-    parsed.unpersist()
-    for row in summary:
-        if row["reject_reason"]:
-            r.reasons[row["reject_reason"]] = r.reasons.get(row["reject_reason"], 0) + row["n"]
-    r.valid = sum(row["n"] for row in summary if row["reject_reason"] is None)
+    is_valid = batch["reject_reason"].isna()
+
+    r.reasons = {k: int(v) for k, v in batch["reject_reason"].value_counts().items()}
+    r.valid = int(is_valid.sum())
     r.quarantined = sum(r.reasons.values())
-    r.records = r.valid + r.quarantined
+    r.records = len(batch)
     r.partition_clocks = dict(prev["partition_clocks"] or {}) if prev else {}
-    for row in summary:
-        if row["reject_reason"] is None and row["t"] is not None:
-            key = f"{row['source_topic']}/{row['source_partition']}"
-            r.partition_clocks[key] = max(row["t"], r.partition_clocks.get(key, row["t"]))
+    valid_rows = batch[is_valid]
+    if len(valid_rows):
+        newest = valid_rows.groupby(["source_topic", "source_partition"])["event_time"].max()
+        for (topic, partition), moment in newest.items():
+            key, when = f"{topic}/{partition}", naive_utc(moment)
+            assert when is not None
+            r.partition_clocks[key] = max(when, r.partition_clocks.get(key, when))
     r.clock = max(r.partition_clocks.values(), default=None)
     r.watermark = min(r.partition_clocks.values(), default=None)
     t = r.step("validate", t)
 
+    mask = pa.array(is_valid.to_numpy())
+    valid = table.filter(mask).select(list(EVENT_COLUMNS))
+    event_days = table.filter(mask).column("event_date")
+    writes: dict[str, Callable[[], None]] = {}
     if r.quarantined:
-        rejects = rejected_events(checked).select(
-            F.col("*"), F.lit(batch_id).cast("long").alias("batch_id")
-        )
-        if on_rejects is not None:
-            on_rejects(rejects)
-            t = r.step("dead_letter_topic", t)
-        append(rejects, store.path("quarantine"), txn)
-        t = r.step("quarantine", t)
+        rejects = table.filter(pc.invert(mask)).select(list(REJECT_COLUMNS))
+        rejects = rejects.append_column("batch_id", pa.array([batch_id] * len(rejects), pa.int64()))
+
+        def quarantine() -> None:
+            df = spark.createDataFrame(rejects)
+            if on_rejects is not None:
+                on_rejects(df)
+            append(df, store.path("quarantine"))
+
+        writes["quarantine"] = quarantine
+    features: pa.Table | None = None
     if r.valid:
-        valid = valid_events(checked)
-        bronze = valid.select(
-            F.col("*"),
-            utc_date(F.col("event_time")).alias("event_date"),
-            F.lit(batch_id).cast("long").alias("ingest_batch_id"),
+        valid_df = spark.createDataFrame(valid)
+        partial_t = daily_activity(valid_df).toArrow()
+        partial = frame(partial_t, DAILY_KEY)
+        new_days = (
+            partial.index.difference(state.daily.index) if len(state.daily) else partial.index
         )
-        append(bronze, store.path("events"), txn, partition_by=["event_date"])
-        t = r.step("events", t)
-        _merge_aggregates(spark, store, valid, batch_id, txn)
-        t = r.step("daily_and_lifetime", t)
+        old = new_days[[not state.holds_day(d) for d in new_days.get_level_values("activity_date")]]
+        new_days = new_days.difference(_stored_days(spark, store, old, state.upto))
+        counted = pd.Series(1, index=new_days).groupby(level="user_id").sum()
+        life_t = lifetime_aggregates(spark.createDataFrame(partial_t)).toArrow()
+        life = frame(life_t, LIFETIME_KEY)
+        life["n_active_days"] = counted.reindex(life.index, fill_value=0).astype("int64")
+        state.daily_schema = state.daily_schema or nullable(partial_t.schema)
+        state.lifetime_schema = state.lifetime_schema or nullable(life_t.schema)
+        state.add_daily(partial)
+        state.add_lifetime(life)
+        ids = pd.DataFrame(
+            {"d": event_days.to_pandas(), "id": valid.column("event_id").to_pandas()}
+        )
+        state.add_ids({d: set(g) for d, g in ids.groupby("d")["id"]})
+        bronze = valid.append_column("event_date", event_days).append_column(
+            "ingest_batch_id", pa.array([batch_id] * len(valid), pa.int64())
+        )
+        writes["events"] = lambda: append(spark.createDataFrame(bronze), store.path("events"))
+        stored_partial = partial_t.append_column(
+            "batch_id", pa.array([batch_id] * len(partial_t), pa.int64())
+        )
+        writes["user_activity_daily"] = lambda: append(
+            spark.createDataFrame(stored_partial), store.path("user_activity_daily")
+        )
+        t = r.step("aggregate", t)
 
     if r.clock is not None:
         r.as_of = as_of_for(r.clock)
         r.refreshed_all = prev is None or prev["as_of"] != r.as_of
         if r.valid or r.refreshed_all:
-            touched = (
-                None if r.refreshed_all else valid_events(checked).select("user_id").distinct()
+            touched = None if r.refreshed_all else set(valid.column("user_id").to_pylist())
+            features = _features(spark, state, r.as_of, touched)
+            r.users_updated = len(features)
+            stored_features = features.append_column(
+                "batch_id", pa.array([batch_id] * len(features), pa.int64())
             )
-            r.users_updated = _update_features(spark, store, r.as_of, touched, txn)
-            t = r.step("user_features", t)
-    _record_batch(spark, store, r, app_id, txn)
-    checked.unpersist()
+            writes["user_features"] = lambda: append(
+                spark.createDataFrame(stored_features), store.path("user_features"), properties=CDF
+            )
+            t = r.step("features", t)
+
+    if state.may_be_replay:
+        writes = {k: w for k, w in writes.items() if not _written(spark, store, k, batch_id)}
+    with ThreadPoolExecutor(max_workers=max(1, len(writes))) as pool:
+        for done in [pool.submit(w) for w in writes.values()]:
+            done.result()
+    t = r.step("write", t)
+    prev_row = _record_batch(spark, store, r, app_id)
+    state.advance(prev_row, rules.allowed_lateness_s)
     r.step("record", t)
     r.seconds = time.monotonic() - t0
     return r
 
 
-def _merge_aggregates(
-    spark: SparkSession, store: FeatureStore, valid: DataFrame, batch_id: int, txn: Txn
-) -> None:
-    """MERGE-add the batch's daily partials, then its lifetime partials."""
-    daily_path, life_path = store.path("user_activity_daily"), store.path("user_lifetime")
-    partial = (
-        daily_activity(valid)
-        .select(
-            *[F.col(c) for c in DAILY_COLUMNS], F.lit(batch_id).cast("long").alias("first_batch_id")
-        )
-        .persist()
-    )
-    ensure_table(spark, partial, daily_path)
-    merge(
-        spark,
-        partial,
-        daily_path,
-        txn,
-        on=DAILY_KEY,
-        update_set=additive_update_set(DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS),
-    )
-    # Days this batch created (not merely added to) count once towards n_active_days. Read
-    # back after the MERGE, so a replay after a crash between the two MERGEs counts the same.
-    new_days = (
-        store.read(spark, "user_activity_daily")
-        .where(F.col("first_batch_id") == batch_id)
-        .groupBy(F.col("user_id"))
-        .agg(F.count(F.lit(1)).alias("new_days"))
-    )
-    life = (
-        lifetime_aggregates(partial)
-        .join(new_days, on="user_id", how="left")
-        .select(
-            *[
-                F.coalesce(F.col("new_days"), F.lit(0)).alias(c)
-                if c == "n_active_days"
-                else F.col(c)
-                for c in LIFETIME_COLUMNS
-            ]
-        )
-    )
-    ensure_table(spark, life, life_path)
-    merge(
-        spark,
-        life,
-        life_path,
-        txn,
-        on=LIFETIME_KEY,
-        update_set=additive_update_set(
-            LIFETIME_ADD_COLUMNS, LIFETIME_MIN_COLUMNS, LIFETIME_MAX_COLUMNS
-        ),
-    )
-    partial.unpersist()
+def _written(spark: SparkSession, store: FeatureStore, table: str, batch_id: int) -> bool:
+    """True when the table already holds rows of this batch (it died after that append)."""
+    if not store.exists(spark, table):
+        return False
+    rows = store.read_raw(spark, table).where(F.col(BATCH_COLUMNS[table]) == batch_id)
+    return bool(rows.limit(1).count())
 
 
-def _update_features(
-    spark: SparkSession, store: FeatureStore, as_of: date, users: DataFrame | None, txn: Txn
-) -> int:
-    """Recompute user_features as of ``as_of`` for ``users`` (None: every known user)."""
-    daily = store.read(spark, "user_activity_daily").where(
-        F.col("activity_date") >= F.lit(as_of - timedelta(days=LOOKBACK_DAYS))
-    )
-    lifetime = store.read(spark, "user_lifetime")
+def _features(
+    spark: SparkSession, state: StreamState, as_of: date, users: set[str] | None
+) -> pa.Table:
+    """Feature vectors as of ``as_of`` from the state, for ``users`` (None: every known user)."""
+    assert state.daily_schema is not None and state.lifetime_schema is not None
+    daily, lifetime = state.daily, state.lifetime
+    recent = daily[
+        daily.index.get_level_values("activity_date")
+        >= pd.Timestamp(as_of - timedelta(days=LOOKBACK_DAYS))
+    ]
     if users is not None:
-        daily = daily.join(F.broadcast(users), on="user_id", how="left_semi")
-        lifetime = lifetime.join(F.broadcast(users), on="user_id", how="left_semi")
-    vectors = compute_features(daily.select(*DAILY_COLUMNS), lifetime, as_of).persist()
-    n = vectors.count()
-    path = store.path("user_features")
-    ensure_table(spark, vectors, path, properties=CDF)
-    merge(spark, vectors, path, txn, on=["user_id"], update_set=None)
-    vectors.unpersist()
-    return n
+        recent = recent[recent.index.get_level_values("user_id").isin(users)]
+        lifetime = lifetime[lifetime.index.isin(users)]
+    vectors = compute_features(
+        spark.createDataFrame(to_arrow(recent, state.daily_schema)).select(*DAILY_COLUMNS),
+        spark.createDataFrame(to_arrow(lifetime, state.lifetime_schema)),
+        as_of,
+    )
+    return vectors.toArrow()
 
 
 def _record_batch(
-    spark: SparkSession, store: FeatureStore, r: BatchResult, app_id: str, txn: Txn
-) -> None:
-    row = [
-        (
-            app_id,
-            r.batch_id,
-            r.records,
-            r.valid,
-            r.quarantined,
-            r.reasons,
-            r.clock,
-            r.watermark,
-            r.partition_clocks,
-            r.as_of,
-            r.users_updated,
-            r.refreshed_all,
-            datetime.now(UTC),
-        )
-    ]
-    append(spark.createDataFrame(row, BATCHES_SCHEMA), store.path("feature_batches"), txn)
+    spark: SparkSession, store: FeatureStore, r: BatchResult, app_id: str
+) -> dict[str, Any]:
+    row = {
+        "app_id": app_id,
+        "batch_id": r.batch_id,
+        "records": r.records,
+        "valid": r.valid,
+        "quarantined": r.quarantined,
+        "reasons": r.reasons,
+        "clock": r.clock,
+        "watermark": r.watermark,
+        "partition_clocks": r.partition_clocks,
+        "as_of": r.as_of,
+        "users_updated": r.users_updated,
+        "refreshed_all": r.refreshed_all,
+        "processed_at": datetime.now(UTC),
+    }
+    append(
+        spark.createDataFrame([tuple(row.values())], BATCHES_SCHEMA),
+        store.path("feature_batches"),
+    )
+    return row
 
 
 def rebuild(
@@ -352,8 +394,9 @@ def rebuild(
     """Rebuild every table from a bounded set of valid events (the backfill driver).
 
     Same functions as the stream, applied to the whole history at once: the daily table is
-    ``daily_activity(events)``, the lifetime table its aggregate, the features as of the
-    midnight after the newest event. Returns counts for the caller to report.
+    ``daily_activity(events)`` (one partial per user and day, batch_id -1), the lifetime
+    aggregates come from it, the features are as of the midnight after the newest event.
+    Returns counts for the caller to report.
     """
     events = events.persist()
     newest = events.agg(F.max(F.col("event_time")).alias("t")).collect()[0]["t"]
@@ -363,25 +406,26 @@ def rebuild(
 
     if rejects is not None:
         overwrite(rejects, store.path("quarantine"))
+    backfill = F.lit(-1).cast("long")
     overwrite(
         events.select(
             F.col("*"),
             utc_date(F.col("event_time")).alias("event_date"),
-            F.lit(-1).cast("long").alias("ingest_batch_id"),
+            backfill.alias("ingest_batch_id"),
         ),
         store.path("events"),
-        partition_by=["event_date"],
     )
-    daily = daily_activity(events).select(
-        *[F.col(c) for c in DAILY_COLUMNS], F.lit(-1).cast("long").alias("first_batch_id")
+    daily = daily_activity(events).select(*[F.col(c) for c in DAILY_COLUMNS])
+    overwrite(
+        daily.select(F.col("*"), backfill.alias("batch_id")), store.path("user_activity_daily")
     )
-    overwrite(daily, store.path("user_activity_daily"))
     daily = store.read(spark, "user_activity_daily")
-    overwrite(lifetime_aggregates(daily.select(*DAILY_COLUMNS)), store.path("user_lifetime"))
-    features = compute_features(
-        daily.select(*DAILY_COLUMNS), store.read(spark, "user_lifetime"), as_of
+    features = compute_features(daily, lifetime_aggregates(daily), as_of)
+    overwrite(
+        features.select(F.col("*"), backfill.alias("batch_id")),
+        store.path("user_features"),
+        properties=CDF,
     )
-    overwrite(features, store.path("user_features"), properties=CDF)
     counts = {
         t: store.read(spark, t).count()
         for t in ("events", "user_activity_daily", "user_lifetime", "user_features")

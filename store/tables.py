@@ -1,14 +1,21 @@
-"""The feature store's Delta tables: where they live, their schemas, idempotent writes.
+"""The feature store's Delta tables: where they live, how they read, idempotent writes.
 
-    events               bronze: every valid event, append-only, partitioned by event_date
+Every table is append-only; each stream batch appends to each table at most once:
+
+    events               bronze: every valid event (event_date and ingest_batch_id columns)
     quarantine           every rejected record: raw bytes, reason, Kafka coordinates
-    user_activity_daily  silver: additive per-user, per-day aggregates (MERGE-add)
-    user_lifetime        mergeable lifetime aggregates per user (MERGE-add, min, max)
-    user_features        gold: the latest feature vector per user + as_of; Change Data Feed on
+    user_activity_daily  silver: additive per-user, per-day partials, one set per batch
+                         (reads as one row per user and day: the partials combined)
+    user_features        gold: feature vectors, one per user updated in a batch, with its
+                         batch_id; Change Data Feed on (reads as the latest vector per user)
     feature_batches      one row per processed batch: counts, the event-time clock, as_of
 
-Every write takes a (app_id, version) pair and is skipped by Delta when that transaction was
-already committed (``txnAppId``/``txnVersion``), so a replayed micro-batch changes nothing.
+and one view, ``user_lifetime`` (lifetime aggregates from the daily table). ``read`` gives
+the tables as their readers mean them; ``read_raw`` gives the stored rows.
+
+Appends through ``append`` take an optional (app_id, version) pair that Delta skips when it
+was already committed (``txnAppId``/``txnVersion``). The feature stream does not use it:
+it knows its own batch from the rows' batch ids (store/ingest.py says why).
 """
 
 from __future__ import annotations
@@ -18,16 +25,26 @@ from dataclasses import dataclass
 from typing import cast
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from features.aggregates import collapse_daily, lifetime_aggregates
 
 TABLES = (
     "events",
     "quarantine",
     "user_activity_daily",
-    "user_lifetime",
     "user_features",
     "feature_batches",
 )
+VIEWS = ("user_lifetime",)
+# The column of each table that says which batch wrote a row (-1: a backfill).
+BATCH_COLUMNS = {
+    "events": "ingest_batch_id",
+    "quarantine": "batch_id",
+    "user_activity_daily": "batch_id",
+    "user_features": "batch_id",
+}
 
 _TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -45,14 +62,45 @@ class FeatureStore:
         return f"{self.warehouse.rstrip('/')}/{table}"
 
     def exists(self, spark: SparkSession, table: str) -> bool:
-        return DeltaTable.isDeltaTable(spark, self.path(table))
+        base = "user_activity_daily" if table in VIEWS else table
+        return DeltaTable.isDeltaTable(spark, self.path(base))
 
-    def read(self, spark: SparkSession, table: str) -> DataFrame:
-        return spark.read.format("delta").load(self.path(table))
+    def read_raw(self, spark: SparkSession, table: str, version: int | None = None) -> DataFrame:
+        """The stored rows of a table (at ``version``, default the current one)."""
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(table))
+
+    def read(self, spark: SparkSession, table: str, version: int | None = None) -> DataFrame:
+        """A table as its readers mean it: the daily table one row per (user, day), the
+        features one vector per user, ``user_lifetime`` from the daily table."""
+        if table == "user_lifetime":
+            return lifetime_aggregates(self.read(spark, "user_activity_daily", version))
+        raw = self.read_raw(spark, table, version)
+        if table == "user_activity_daily":
+            return collapse_daily(raw)
+        if table == "user_features":
+            return latest_per_user(raw)
+        return raw
 
     def version(self, spark: SparkSession, table: str) -> int:
         """The table's current Delta version (for lineage)."""
         return int(DeltaTable.forPath(spark, self.path(table)).history(1).collect()[0]["version"])
+
+
+def latest_per_user(features: DataFrame) -> DataFrame:
+    """The newest vector per user of ``user_features`` (by as_of, then the writing batch),
+    without the batch_id column."""
+    order = [F.col("as_of").desc()]
+    if "batch_id" in features.columns:  # tables that other tools wrote may lack it
+        order.append(F.col("batch_id").desc())
+    newest = Window.partitionBy(F.col("user_id")).orderBy(*order)
+    return (
+        features.select(F.col("*"), F.row_number().over(newest).alias("_rank"))
+        .where(F.col("_rank") == 1)
+        .select(*[F.col(c) for c in features.columns if c != "batch_id"])
+    )
 
 
 @dataclass(frozen=True)
@@ -69,13 +117,16 @@ class Txn:
 def append(
     df: DataFrame,
     path: str,
-    txn: Txn,
+    txn: Txn | None = None,
     *,
     partition_by: Sequence[str] = (),
     properties: dict[str, str] | None = None,
 ) -> None:
-    """Append ``df`` to the Delta table at ``path`` (created on first write), once per txn."""
-    writer = df.write.format("delta").mode("append").options(**txn.options())
+    """Append ``df`` to the Delta table at ``path`` (created on first write); once per txn
+    when one is given."""
+    writer = df.write.format("delta").mode("append")
+    if txn is not None:
+        writer = writer.options(**txn.options())
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     for key, value in (properties or {}).items():
@@ -97,19 +148,6 @@ def overwrite(
     for key, value in (properties or {}).items():
         writer = writer.option(key, value)
     writer.save(path)
-
-
-def ensure_table(
-    spark: SparkSession,
-    df: DataFrame,
-    path: str,
-    *,
-    partition_by: Sequence[str] = (),
-    properties: dict[str, str] | None = None,
-) -> None:
-    """Create an empty table with ``df``'s schema when none exists (so MERGE has a target)."""
-    if not DeltaTable.isDeltaTable(spark, path):
-        overwrite(df.limit(0), path, partition_by=partition_by, properties=properties)
 
 
 def merge(
@@ -145,14 +183,3 @@ def merge(
     finally:
         conf.unset(_TXN_APP_ID)
         conf.unset(_TXN_VERSION)
-
-
-def additive_update_set(
-    add: Sequence[str], low: Sequence[str], high: Sequence[str], assign: Sequence[str] = ()
-) -> dict[str, str]:
-    """The MERGE-add update: counts and sums add, firsts take the min, lasts the max."""
-    out = {c: f"coalesce(t.`{c}`, 0) + coalesce(s.`{c}`, 0)" for c in add}
-    out |= {c: f"least(t.`{c}`, s.`{c}`)" for c in low}  # least/greatest skip nulls
-    out |= {c: f"greatest(t.`{c}`, s.`{c}`)" for c in high}
-    out |= {c: f"s.`{c}`" for c in assign}
-    return out

@@ -14,7 +14,7 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features.aggregates import DAILY_COLUMNS
+from features.aggregates import collapse_daily
 from features.compute import compute_features, lifetime_as_of
 from features.registry import FEATURE_NAMES
 from training.spine import LABEL, SPINE_KEY, label, spine
@@ -23,8 +23,9 @@ TRAINING_COLUMNS: tuple[str, ...] = (*SPINE_KEY, LABEL, *FEATURE_NAMES)
 
 
 def daily_columns(table: DataFrame) -> DataFrame:
-    """The daily table's DAILY_COLUMNS (drops bookkeeping columns such as first_batch_id)."""
-    return table.select(*[F.col(c) for c in DAILY_COLUMNS])
+    """The stored daily partials as one row per (user, day) of DAILY_COLUMNS (the stream
+    appends one partial per batch; bookkeeping columns such as batch_id are dropped)."""
+    return collapse_daily(table)
 
 
 def features_at(daily: DataFrame, cutoff: date) -> DataFrame:

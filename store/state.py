@@ -1,0 +1,239 @@
+"""The feature stream's hot state: what a micro-batch needs, held in the driver's memory.
+
+Delta stays the durable copy of everything (docs/decisions.md, "hot state in memory"). When
+a query starts, the state is loaded from the tables exactly as the last complete batch left
+them (rows of a batch that died half-written are left out), so a replayed batch computes
+the same result it did the first time. Then each batch updates it in place:
+
+- ``daily``: per (user, day) aggregates for every day a feature reads or an accepted event
+  can still touch (``daily_from`` on);
+- ``lifetime``: per-user lifetime aggregates, every user;
+- ``seen``: the event ids stored per event date, for every date an event can still be
+  accepted on (``seen_from`` on): events older than that are too late, so never looked up.
+
+Both frames merge by the add / min / max algebra of features.aggregates, driven by the same
+column lists. Memory grows with the users, the lookback and the event rate times the
+allowed lateness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from features.aggregates import (
+    DAILY_ADD_COLUMNS,
+    DAILY_KEY,
+    DAILY_MAX_COLUMNS,
+    DAILY_MIN_COLUMNS,
+    LIFETIME_ADD_COLUMNS,
+    LIFETIME_KEY,
+    LIFETIME_MAX_COLUMNS,
+    LIFETIME_MIN_COLUMNS,
+    collapse_daily,
+    lifetime_aggregates,
+)
+from features.registry import FEATURES
+from store.tables import FeatureStore
+
+# The longest window any feature reads (a 30-day trend reads 60 days, a 90-day window 90).
+LOOKBACK_DAYS = max(ws.lookback_days for f in FEATURES for ws in f.window_sums)
+
+
+def combine(
+    frames: Sequence[pd.DataFrame], add: Sequence[str], low: Sequence[str], high: Sequence[str]
+) -> pd.DataFrame:
+    """Rows with the same index combined by add / min / max (nulls skipped, as in Spark)."""
+    both = pd.concat(frames)
+    if both.empty:
+        return both
+    by_key = both.groupby(level=list(range(both.index.nlevels)), sort=False)
+    parts = [by_key[list(add)].sum()]
+    if low:
+        parts.append(by_key[list(low)].min())
+    if high:
+        parts.append(by_key[list(high)].max())
+    return pd.concat(parts, axis=1)[list(both.columns)]
+
+
+def nullable(schema: pa.Schema) -> pa.Schema:
+    """Every field nullable: Delta tables created by a DataFrame write are."""
+    return pa.schema([f.with_nullable(True) for f in schema])
+
+
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """A state frame (key in the index) as an Arrow table of ``schema``."""
+    return pa.Table.from_pandas(frame.reset_index(), schema=schema, preserve_index=False)
+
+
+def frame(table: pa.Table, key: Sequence[str]) -> pd.DataFrame:
+    """An Arrow table as a state frame: key in the index, dates as datetime64 (so that
+    min and max skip nulls)."""
+    return table.to_pandas(date_as_object=False).set_index(list(key))
+
+
+def last_batch(spark: SparkSession, store: FeatureStore, app_id: str) -> dict[str, Any] | None:
+    """The newest ``feature_batches`` row of this app, or None before its first batch."""
+    if not store.exists(spark, "feature_batches"):
+        return None
+    rows = (
+        store.read(spark, "feature_batches")
+        .where(F.col("app_id") == app_id)
+        .orderBy(F.col("batch_id").desc())
+        .limit(1)
+        .toArrow()  # timestamps in UTC, whatever the host's time zone (collect() is local)
+        .to_pylist()
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    for key in ("clock", "watermark", "processed_at"):
+        row[key] = naive_utc(row[key])
+    row["partition_clocks"] = {k: naive_utc(v) for k, v in row["partition_clocks"] or []}
+    return row
+
+
+def naive_utc(moment: Any) -> datetime | None:
+    """A timestamp as a naive datetime in UTC, the event-time clock's representation."""
+    if moment is None or pd.isna(moment):
+        return None
+    return pd.Timestamp(moment).tz_convert(UTC).tz_localize(None).to_pydatetime()
+
+
+def stored_ids(
+    spark: SparkSession,
+    store: FeatureStore,
+    upto: int,
+    *,
+    since: date | None = None,
+    days: Sequence[date] | None = None,
+) -> dict[date, set[str]]:
+    """Event ids in bronze per event date, written by batches up to ``upto``, on dates from
+    ``since`` or on ``days``."""
+    if not store.exists(spark, "events") or (days is not None and not days):
+        return {}
+    ids = store.read_raw(spark, "events").where(F.col("ingest_batch_id") <= upto)
+    if since is not None:
+        ids = ids.where(F.col("event_date") >= F.lit(since))
+    if days is not None:
+        ids = ids.where(F.col("event_date").isin(list(days)))
+    rows = ids.select("event_date", "event_id").toArrow().to_pandas()
+    return {d: set(g) for d, g in rows.groupby("event_date")["event_id"]}
+
+
+def horizons(
+    as_of: date | None, watermark: datetime | None, allowed_lateness_s: int
+) -> tuple[date | None, date | None]:
+    """(daily_from, seen_from): the oldest day the state must hold (None: all of them)."""
+    if watermark is None or as_of is None:
+        return None, None
+    seen_from = (watermark - timedelta(seconds=allowed_lateness_s)).date()
+    return min(as_of - timedelta(days=LOOKBACK_DAYS), seen_from), seen_from
+
+
+@dataclass
+class StreamState:
+    """The hot state after the batch ``prev`` (None: before the first one)."""
+
+    prev: dict[str, Any] | None
+    daily: pd.DataFrame
+    lifetime: pd.DataFrame
+    seen: dict[date, set[str]]
+    daily_from: date | None
+    seen_from: date | None
+    daily_schema: pa.Schema | None
+    lifetime_schema: pa.Schema | None
+    # The first batch after a load may have been written in part before a crash.
+    may_be_replay: bool = True
+    upto: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.upto = self.prev["batch_id"] if self.prev else -1
+
+    @classmethod
+    def load(
+        cls, spark: SparkSession, store: FeatureStore, app_id: str, allowed_lateness_s: int
+    ) -> StreamState:
+        """The state as of this app's last complete batch, from the Delta tables."""
+        prev = last_batch(spark, store, app_id)
+        upto = prev["batch_id"] if prev else -1
+        daily_from, seen_from = horizons(
+            prev["as_of"] if prev else None, prev["watermark"] if prev else None, allowed_lateness_s
+        )
+        daily = lifetime = pd.DataFrame()
+        daily_schema = lifetime_schema = None
+        if store.exists(spark, "user_activity_daily"):
+            stored = collapse_daily(
+                store.read_raw(spark, "user_activity_daily").where(F.col("batch_id") <= upto)
+            )
+            recent = stored
+            if daily_from is not None:
+                recent = stored.where(F.col("activity_date") >= F.lit(daily_from))
+            daily_t, life_t = recent.toArrow(), lifetime_aggregates(stored).toArrow()
+            daily_schema, lifetime_schema = nullable(daily_t.schema), nullable(life_t.schema)
+            daily, lifetime = frame(daily_t, DAILY_KEY), frame(life_t, LIFETIME_KEY)
+        seen = stored_ids(spark, store, upto, since=seen_from)
+        return cls(
+            prev, daily, lifetime, seen, daily_from, seen_from, daily_schema, lifetime_schema
+        )
+
+    def holds_day(self, day: pd.Timestamp) -> bool:
+        return self.daily_from is None or day >= pd.Timestamp(self.daily_from)
+
+    def holds_ids_of(self, day: date) -> bool:
+        return self.seen_from is None or day >= self.seen_from
+
+    def add_daily(self, partial: pd.DataFrame) -> None:
+        """MERGE-add a batch's daily partials (index user_id, activity_date) in memory."""
+        held = (
+            self.daily.index.intersection(partial.index) if len(self.daily) else partial.index[:0]
+        )
+        merged = combine(
+            [self.daily.loc[held], partial], DAILY_ADD_COLUMNS, DAILY_MIN_COLUMNS, DAILY_MAX_COLUMNS
+        )
+        self.daily = merged if self.daily.empty else _upsert(self.daily, merged)
+
+    def add_lifetime(self, partial: pd.DataFrame) -> None:
+        """MERGE-add a batch's lifetime partials (index user_id) in memory."""
+        held = (
+            self.lifetime.index.intersection(partial.index)
+            if len(self.lifetime)
+            else partial.index[:0]
+        )
+        merged = combine(
+            [self.lifetime.loc[held], partial],
+            LIFETIME_ADD_COLUMNS,
+            LIFETIME_MIN_COLUMNS,
+            LIFETIME_MAX_COLUMNS,
+        )
+        self.lifetime = merged if self.lifetime.empty else _upsert(self.lifetime, merged)
+
+    def add_ids(self, ids_by_day: dict[date, set[str]]) -> None:
+        for day, ids in ids_by_day.items():
+            if self.holds_ids_of(day):
+                self.seen.setdefault(day, set()).update(ids)
+
+    def advance(self, prev: dict[str, Any], allowed_lateness_s: int) -> None:
+        """The batch ``prev`` is complete: drop what no later batch can need."""
+        self.prev, self.upto, self.may_be_replay = prev, prev["batch_id"], False
+        self.daily_from, self.seen_from = horizons(
+            prev["as_of"], prev["watermark"], allowed_lateness_s
+        )
+        if self.daily_from is not None and len(self.daily):
+            days = self.daily.index.get_level_values("activity_date")
+            self.daily = self.daily[days >= pd.Timestamp(self.daily_from)]
+        if self.seen_from is not None:
+            for day in [d for d in self.seen if d < self.seen_from]:
+                del self.seen[day]
+
+
+def _upsert(state: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``state`` with ``rows`` replacing the rows of the same key, and new keys added."""
+    return pd.concat([state[~state.index.isin(rows.index)], rows])
