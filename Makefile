@@ -7,6 +7,9 @@ CONFIG ?= local
 PYTEST_ARGS ?=
 NOTEBOOK_PORT ?= 8888
 NOTEBOOK_ARGS ?=
+BENCH ?=
+BENCH_ARGS ?=
+STREAM_WINDOW_S ?= 300
 
 .PHONY: help setup jars up down status test test-fast lint demo notebook bench clean
 
@@ -49,9 +52,14 @@ notebook: setup  ## JupyterLab in the venv on 127.0.0.1:8888 (NOTEBOOK_PORT), op
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(NOTEBOOK_ARGS)
 
-bench: up  ## benchmarks: ratios to references measured in the same run (docs/benchmarks.md)
-	$(PY) -m benchmarks.bench_parse --out .local/bench/results.jsonl
-	$(PY) -m benchmarks.bench_ingest --out .local/bench/results.jsonl
+bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH_ARGS): ratios to references measured in the same run
+	@for b in $(or $(BENCH),parse ingest stream); do \
+	  case $$b in parse|ingest|stream) ;; *) echo "make bench: BENCH=$$b: not one of parse, ingest, stream" >&2; exit 2;; esac; \
+	  echo "bench: $$b"; start=$$(date +%s); \
+	  extra=$$([ $$b = stream ] && echo --window-s $(STREAM_WINDOW_S)); \
+	  $(PY) -m benchmarks.bench_$$b --out .local/bench/results.jsonl $$extra $(BENCH_ARGS) || exit $$?; \
+	  echo "bench: $$b took $$(( $$(date +%s) - start ))s"; \
+	done
 
 clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs); keeps venv and jars
 	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo

@@ -149,7 +149,7 @@ class FeatureStreamConfig(_Model):
     allowed_lateness_s: int = Field(3 * 86400, ge=0)
     """An event older than its partition's event-time clock minus this is quarantined as
     too_late."""
-    trigger_s: float = Field(5, ge=0)
+    trigger_s: float = Field(1, ge=0)
     """Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow)."""
     max_offsets_per_trigger: int | None = Field(200_000, ge=1)
     """Records per micro-batch at most (null: all available)."""
@@ -179,7 +179,7 @@ class ScoringConfig(_Model):
     """The score move that counts as changed."""
     reasons_for_bands: list[Literal["low", "medium", "high"]] = ["medium", "high"]
     """Bands whose scores carry the top-3 reasons (exact TreeSHAP costs ~200x a prediction)."""
-    trigger_s: float = Field(5, ge=0)
+    trigger_s: float = Field(1, ge=0)
     """Seconds between micro-batches; 0 scores what is there and stops."""
     checkpoint_name: str = "stream_scores"
     """The query's checkpoint directory under storage.checkpoints."""

@@ -42,7 +42,7 @@ from scoring.model import MlflowRegistry, load_model
 from scoring.runner import score_table
 from scoring.score import score_frame
 from scoring.sink import ScoreSink, scores_path
-from store.tables import FeatureStore, Txn, merge
+from store.tables import FeatureStore, Txn, append, latest_per_user
 from tests.integration.streaming import run_stream, send, stream_config
 from tests.scoring.models import register
 
@@ -173,13 +173,11 @@ def scenario(kafka_stack, mlflow_stack, base_config, spark, tmp_path_factory):
                 .withColumn("n_support_contact_lifetime", F.col("n_support_contact_lifetime") + 3)
                 .withColumn("n_session_start_30d", F.lit(0).cast("long"))
             )
-            merge(
-                spark,
-                changed,
+            # A new vector per changed user, appended as the feature stream does.
+            append(
+                changed.withColumn("batch_id", F.lit(1000 + phase).cast("long")),
                 features_path,
                 Txn("test-updates", phase),
-                on=["user_id"],
-                update_set=None,
             )
             query.processAllAvailable()
             phases[phase] = store.version(spark, "user_features")
@@ -312,12 +310,11 @@ def test_each_score_is_traceable_to_its_model_and_features(scenario, spark):
             for r in rows
             if (r["features_version"], r["model_version"]) == (features_version, model_version)
         }
-        table = (
+        table = latest_per_user(
             spark.read.format("delta")
             .option("versionAsOf", features_version)
             .load(store.path("user_features"))
-            .where(F.col("user_id").isin(list(mine)))
-        )
+        ).where(F.col("user_id").isin(list(mine)))
         model = load_model(registry, cfg.mlflow.model_name, model_version, FEATURE_NAMES)
         again = score_frame(
             model,
@@ -439,13 +436,10 @@ def test_killed_scorer_restarts_from_its_checkpoint_without_duplicates(scenario,
             .where(F.col("user_id").isin(users[n % len(users)], users[(n + 7) % len(users)]))
             .withColumn("n_events_lifetime", F.col("n_events_lifetime") + n)
         )
-        merge(
-            spark,
-            changed,
+        append(
+            changed.withColumn("batch_id", F.lit(1000 + n).cast("long")),
             features.path("user_features"),
             Txn("crash", n),
-            on=["user_id"],
-            update_set=None,
         )
 
     log = tmp_path / "job.log"
