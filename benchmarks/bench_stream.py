@@ -258,7 +258,7 @@ def probe_rounds(cfg: Config, watcher: ScoreWatcher, probes: int, rounds: int) -
         producer.flush()
         wait_until(
             lambda: len(watcher.seen(users)) == len(users),
-            120,
+            180,
             f"scores for all {probes} probe users of round {r}",
             poll_s=0.05,
         )
@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
 
     run = uuid.uuid4().hex[:8]
     scratch = ROOT / ".local" / "bench" / f"stream-{run}"
+    scratch.mkdir(parents=True)
     overrides = {
         "BENCH_CONFIG": args.config,
         "CHURN__KAFKA__TOPICS__EVENTS": f"bench-events-{run}",
@@ -317,9 +318,14 @@ def main(argv: list[str] | None = None) -> None:
     spark = build_spark(cfg, app_name="bench-stream")
     lines: list[str] = []
     offsets = Offsets(cfg, topic)
+    feature_log = (scratch / "stream_features.log").open("a", buffering=1)
+
+    def log_line(line: str) -> None:
+        lines.append(line)
+        feature_log.write(line + "\n")
 
     def feature_stream(config: Config, **kw):
-        return start_feature_stream(spark, config, log=lines.append, **kw)
+        return start_feature_stream(spark, config, log=log_line, **kw)
 
     # 1. sustained: warm the stream up on a first batch, then produce for the window.
     t = time.monotonic()
@@ -416,13 +422,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         watcher = ScoreWatcher(cfg)
         wait_until(watcher.assigned.is_set, 60, "the scores consumer's assignment")
+        # The scorer logs this once it has a model, right before its query starts; the
+        # uncounted first probe round then covers the query's start.
         wait_until(
-            lambda: (
-                "scored" in (scratch / "stream_scores.log").read_text()
-                or "waiting" in (scratch / "stream_scores.log").read_text()
-            ),
+            lambda: "now scoring with" in (scratch / "stream_scores.log").read_text(),
             180,
-            "the score stream's start",
+            "the score stream's model",
             poll_s=1,
         )
         half = min(sustained, args.rate) / 2

@@ -9,6 +9,7 @@ submit command line (``--master``, ``--jars``), so they are left alone there.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -64,6 +65,8 @@ def build_spark(cfg: Config, app_name: str) -> SparkSession:
     """Build (or return the running) SparkSession with Delta and the Kafka connector."""
     if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM at launch
+        # The event validator runs in Python workers (features/events.py): this interpreter.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(cfg, app_name).items():
         builder = builder.config(key, value)
