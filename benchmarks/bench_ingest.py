@@ -7,7 +7,8 @@ Spark Kafka connector:
 - reference: Spark reads the micro-batch's records from Kafka and counts them (bytes off the
   broker, nothing else), best of --repeat;
 - subject:   store.ingest.process_batch on the same records (parse, validate, dedup, bronze,
-  MERGE-add silver and lifetime, features, bookkeeping) into a scratch warehouse.
+  daily partials added to the hot state and appended, features, bookkeeping) into a
+  scratch warehouse.
 
 Needs the local stack (`make up`). Prints one JSON line; --out appends it to a file.
 

@@ -38,8 +38,9 @@ def compute_features(daily: DataFrame, lifetime: DataFrame, as_of: date) -> Data
 
     Window Nd covers daily rows with activity_date in [as_of - N, as_of). Users without rows
     in a window get 0 for its counts and sums. `daily` must hold one row per (user, day), as
-    the MERGEd table does. `lifetime` must come from days before as_of; this function cannot
-    check that, and rows from as_of or later would leak into recency and lifetime features.
+    `collapse_daily` of the stored partials does. `lifetime` must come from days before
+    as_of; this function cannot check that, and rows from as_of or later would leak into
+    recency and lifetime features.
     """
     if isinstance(as_of, datetime):
         raise TypeError("as_of is a date: features as of a day use the days before it")

@@ -191,7 +191,7 @@ class StreamState:
         return self.seen_from is None or day >= self.seen_from
 
     def add_daily(self, partial: pd.DataFrame) -> None:
-        """MERGE-add a batch's daily partials (index user_id, activity_date) in memory."""
+        """Add a batch's daily partials (index user_id, activity_date) in memory."""
         held = (
             self.daily.index.intersection(partial.index) if len(self.daily) else partial.index[:0]
         )
@@ -201,7 +201,7 @@ class StreamState:
         self.daily = merged if self.daily.empty else _upsert(self.daily, merged)
 
     def add_lifetime(self, partial: pd.DataFrame) -> None:
-        """MERGE-add a batch's lifetime partials (index user_id) in memory."""
+        """Add a batch's lifetime partials (index user_id) in memory."""
         held = (
             self.lifetime.index.intersection(partial.index)
             if len(self.lifetime)
