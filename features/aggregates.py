@@ -10,6 +10,7 @@ merge_* functions are used by tests and backfills) and in the stream's in-memory
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -65,24 +66,29 @@ def daily_activity(events: DataFrame) -> DataFrame:
     Input: valid events (user_id, event_type, event_time, amount, quantity). A purchase
     without a quantity counts as one item; a missing amount counts as 0.
     """
+    c = _daily_columns(events.sparkSession.sparkContext.applicationId)
+    return events.groupBy(*c[0]).agg(*c[1]).select(*c[2])
+
+
+@functools.lru_cache(maxsize=4)
+def _daily_columns(_app_id: str) -> tuple[list[Column], list[Column], list[Column]]:
+    """daily_activity's (keys, aggregates, output), built once per Spark application: each
+    Column costs Py4J round trips, and the same unresolved ones serve every batch
+    (docs/decisions.md, decision 28)."""
     amount = F.coalesce(F.col("amount"), F.lit(0.0))
-    return (
-        events.groupBy(F.col("user_id"), utc_date(F.col("event_time")).alias("activity_date"))
-        .agg(
-            *[F.count(F.when(_is(t), F.lit(1))).alias(f"n_{t}") for t in EVENT_TYPES],
-            F.count(F.lit(1)).alias("n_events"),
-            F.sum(F.when(_is("purchase"), amount).otherwise(F.lit(0.0))).alias("amount_purchase"),
-            F.sum(F.when(_is("refund"), amount).otherwise(F.lit(0.0))).alias("amount_refund"),
-            F.sum(
-                F.when(_is("purchase"), F.coalesce(F.col("quantity"), F.lit(1))).otherwise(F.lit(0))
-            )
-            .cast("long")
-            .alias("n_items_purchased"),
-            F.min(F.col("event_time")).alias("first_event_time"),
-            F.max(F.col("event_time")).alias("last_event_time"),
-        )
-        .select(*[F.col(c) for c in DAILY_COLUMNS])
-    )
+    keys = [F.col("user_id"), utc_date(F.col("event_time")).alias("activity_date")]
+    aggregates = [
+        *[F.count(F.when(_is(t), F.lit(1))).alias(f"n_{t}") for t in EVENT_TYPES],
+        F.count(F.lit(1)).alias("n_events"),
+        F.sum(F.when(_is("purchase"), amount).otherwise(F.lit(0.0))).alias("amount_purchase"),
+        F.sum(F.when(_is("refund"), amount).otherwise(F.lit(0.0))).alias("amount_refund"),
+        F.sum(F.when(_is("purchase"), F.coalesce(F.col("quantity"), F.lit(1))).otherwise(F.lit(0)))
+        .cast("long")
+        .alias("n_items_purchased"),
+        F.min(F.col("event_time")).alias("first_event_time"),
+        F.max(F.col("event_time")).alias("last_event_time"),
+    ]
+    return keys, aggregates, [F.col(c) for c in DAILY_COLUMNS]
 
 
 def _combine(
@@ -126,24 +132,25 @@ def lifetime_aggregates(daily: DataFrame) -> DataFrame:
     count that day again (pass n_active_days = 0 for it, or rebuild from the daily table).
     Every other column merges safely however the days are split.
     """
-    return (
-        daily.groupBy(F.col("user_id"))
-        .agg(
-            F.min(F.col("activity_date")).alias("first_active_date"),
-            F.max(F.col("activity_date")).alias("last_active_date"),
-            F.max(F.when(F.col("n_purchase") > 0, F.col("activity_date"))).alias(
-                "last_purchase_date"
-            ),
-            F.max(F.when(F.col("n_session_start") > 0, F.col("activity_date"))).alias(
-                "last_session_date"
-            ),
-            F.count(F.lit(1)).alias("n_active_days"),
-            *[F.sum(F.col(c)).alias(c) for c in DAILY_ADD_COLUMNS],
-            F.min(F.col("first_event_time")).alias("first_event_time"),
-            F.max(F.col("last_event_time")).alias("last_event_time"),
-        )
-        .select(*[F.col(c) for c in LIFETIME_COLUMNS])
-    )
+    aggregates, output = _lifetime_columns(daily.sparkSession.sparkContext.applicationId)
+    return daily.groupBy(F.col("user_id")).agg(*aggregates).select(*output)
+
+
+@functools.lru_cache(maxsize=4)
+def _lifetime_columns(_app_id: str) -> tuple[list[Column], list[Column]]:
+    """lifetime_aggregates' (aggregates, output), built once per Spark application."""
+    day = F.col("activity_date")
+    aggregates = [
+        F.min(day).alias("first_active_date"),
+        F.max(day).alias("last_active_date"),
+        F.max(F.when(F.col("n_purchase") > 0, day)).alias("last_purchase_date"),
+        F.max(F.when(F.col("n_session_start") > 0, day)).alias("last_session_date"),
+        F.count(F.lit(1)).alias("n_active_days"),
+        *[F.sum(F.col(c)).alias(c) for c in DAILY_ADD_COLUMNS],
+        F.min(F.col("first_event_time")).alias("first_event_time"),
+        F.max(F.col("last_event_time")).alias("last_event_time"),
+    ]
+    return aggregates, [F.col(c) for c in LIFETIME_COLUMNS]
 
 
 def merge_lifetime(a: DataFrame, b: DataFrame) -> DataFrame:

@@ -7,6 +7,8 @@ table is filtered here; the lifetime table must already be built from days befor
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame
@@ -44,6 +46,31 @@ def compute_features(daily: DataFrame, lifetime: DataFrame, as_of: date) -> Data
     """
     if isinstance(as_of, datetime):
         raise TypeError("as_of is a date: features as of a day use the days before it")
+    c = _columns(daily.sparkSession.sparkContext.applicationId, as_of, tuple(lifetime.columns))
+    recent = daily.where(c.recent).select(F.col("*"), c.active_day)
+    windowed = recent.groupBy(F.col("user_id")).agg(*c.sums)
+    # A user with no daily rows in the lookback has no `windowed` row: their sums are 0.
+    filled = lifetime.join(windowed, on="user_id", how="left").select(*c.filled)
+    return filled.select(*c.output)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    recent: Column
+    active_day: Column
+    sums: list[Column]
+    filled: list[Column]
+    output: list[Column]
+
+
+@functools.lru_cache(maxsize=8)
+def _columns(app_id: str, as_of: date, lifetime_columns: tuple[str, ...]) -> _Columns:
+    """compute_features' expressions for one as_of, built once per Spark application.
+
+    Building them costs about 12,000 Py4J calls (1.1 s a batch in the stream, where they
+    were the feature step's largest part); Columns are unresolved expressions, so the same
+    ones serve every DataFrame of the application (docs/decisions.md, decision 28).
+    """
     sums = _window_sums()
     lookback = max(ws.lookback_days for ws in sums)
     day = F.col("activity_date")
@@ -52,22 +79,21 @@ def compute_features(daily: DataFrame, lifetime: DataFrame, as_of: date) -> Data
         end = as_of - timedelta(days=ws.offset_days)
         return (day >= F.lit(end - timedelta(days=ws.days))) & (day < F.lit(end))
 
-    recent = daily_before(daily, as_of).where(day >= F.lit(as_of - timedelta(days=lookback)))
-    recent = recent.select(F.col("*"), (F.col("n_events") > 0).cast("long").alias(ACTIVE_DAY))
-    windowed = recent.groupBy(F.col("user_id")).agg(
-        *[
+    as_of_col = F.lit(as_of)
+    return _Columns(
+        recent=(day < F.lit(as_of)) & (day >= F.lit(as_of - timedelta(days=lookback))),
+        active_day=(F.col("n_events") > 0).cast("long").alias(ACTIVE_DAY),
+        sums=[
             F.sum(F.when(in_window(ws), F.col(ws.column)).otherwise(F.lit(0))).alias(ws.alias)
             for ws in sums
-        ]
-    )
-    # A user with no daily rows in the lookback has no `windowed` row: their sums are 0.
-    filled = lifetime.join(windowed, on="user_id", how="left").select(
-        *[F.col(c) for c in lifetime.columns],
-        *[F.coalesce(F.col(ws.alias), F.lit(0)).alias(ws.alias) for ws in sums],
-    )
-    as_of_col = F.lit(as_of)
-    return filled.select(
-        F.col("user_id"),
-        as_of_col.alias("as_of"),
-        *[feature.column(as_of_col) for feature in FEATURES],
+        ],
+        filled=[
+            *[F.col(c) for c in lifetime_columns],
+            *[F.coalesce(F.col(ws.alias), F.lit(0)).alias(ws.alias) for ws in sums],
+        ],
+        output=[
+            F.col("user_id"),
+            as_of_col.alias("as_of"),
+            *[feature.column(as_of_col) for feature in FEATURES],
+        ],
     )
