@@ -277,7 +277,8 @@ def probe_rounds(cfg: Config, watcher: ScoreWatcher, probes: int, rounds: int) -
 def delete_topics(cfg: Config, topics: list[str]) -> None:
     from confluent_kafka.admin import AdminClient
 
-    for future in AdminClient(client_config(cfg.kafka)).delete_topics(topics).values():
+    admin = AdminClient(client_config(cfg.kafka))  # kept alive until every future resolves
+    for future in admin.delete_topics(topics).values():
         future.result(30)
 
 
