@@ -28,19 +28,7 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 
 EVENT_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "user_id",
-    "event_type",
-    "event_time",
-    "schema_version",
-    "amount",
-    "currency",
-    "quantity",
-    "device",
-    "session_id",
-    "product_id",
-    "plan",
-    "channel",
+    *TYPED_FIELDS,
     "source_topic",
     "source_partition",
     "source_offset",

@@ -12,6 +12,7 @@ from features.events import (
     EVENT_COLUMNS,
     EVENT_TYPES,
     PARSED_COLUMNS,
+    PARSED_SCHEMA,
     REJECT_REASONS,
     apply_time_rules,
     mark_duplicates,
@@ -27,13 +28,6 @@ TOPIC = "behaviour-events"
 KAFKA_TS = datetime(2024, 3, 1, 13, 0, tzinfo=UTC)
 RAW_SCHEMA = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
-)
-PARSED_SCHEMA = (
-    "event_id string, user_id string, event_type string, event_time timestamp, "
-    "schema_version int, amount double, currency string, quantity int, device string, "
-    "session_id string, product_id string, plan string, channel string, source_topic string, "
-    "source_partition int, source_offset long, kafka_timestamp timestamp, raw_key binary, "
-    "raw_value binary, reject_reason string"
 )
 
 
