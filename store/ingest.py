@@ -258,8 +258,9 @@ def process_batch(
     t = r.step("validate", t)
 
     mask = pa.array(is_valid.to_numpy())
-    valid = table.filter(mask).select(list(EVENT_COLUMNS))
-    event_days = table.filter(mask).column("event_date")
+    accepted = table.filter(mask)
+    valid = accepted.select(list(EVENT_COLUMNS))
+    event_days = accepted.column("event_date")
     writes: dict[str, Callable[[], None]] = {}
     if r.quarantined:
         rejects = table.filter(pc.invert(mask)).select(list(REJECT_COLUMNS))
