@@ -26,6 +26,10 @@ DELTA_CONF = {
 }
 
 
+# Commits between Delta checkpoints on every table this project creates (Delta's default: 10).
+CHECKPOINT_INTERVAL = 100
+
+
 def under_spark_submit() -> bool:
     """True when spark-submit launched this Python driver (it hands us a running JVM)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ and "PYSPARK_GATEWAY_SECRET" in os.environ
@@ -41,6 +45,9 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
         # Small local micro-batches: adaptive coalescing would only add planning time.
         "spark.sql.streaming.noDataMicroBatches.enabled": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Tables the streams append to every second: a checkpoint every 10th commit cost
+        # 1.5-2 s in the committing batch (docs/decisions.md, decision 29).
+        "spark.databricks.delta.properties.defaults.checkpointInterval": str(CHECKPOINT_INTERVAL),
         **DELTA_CONF,
     }
     if not under_spark_submit():

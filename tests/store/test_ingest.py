@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from pyspark.testing import assertDataFrameEqual
 
+from infra.spark import CHECKPOINT_INTERVAL
 from store.ingest import IngestRules, process_batch
 from store.tables import FeatureStore
 
@@ -70,3 +71,21 @@ def test_lateness_is_judged_against_the_slowest_partition(spark, tmp_path):
     assert sorted(r["event_id"] for r in store.read(spark, "events").collect()) == ["a", "b", "c"]
     # A batch already recorded is skipped whole.
     assert process_batch(spark, store, batch1, 1, rules, "app").skipped
+
+
+def test_every_table_a_batch_creates_checkpoints_every_100_commits(spark, tmp_path):
+    # Delta's default (10) put a 1.5-2 s checkpoint into every 10th batch (decision 29).
+    store = FeatureStore(str(tmp_path))
+    batch = spark.createDataFrame(
+        [record("u1", "a", "2024-03-10T12:00:00Z", 0, 0), (None, b"{", "t", 0, 1, SENT)], RAW
+    )
+    process_batch(spark, store, batch, 0, IngestRules(), "app")
+    for table in (
+        "events",
+        "quarantine",
+        "user_activity_daily",
+        "user_features",
+        "feature_batches",
+    ):
+        props = spark.sql(f"DESCRIBE DETAIL delta.`{store.path(table)}`").first()["properties"]
+        assert props.get("delta.checkpointInterval") == str(CHECKPOINT_INTERVAL) == "100", table
