@@ -116,7 +116,7 @@ def test_stream_pass_writes_once_and_emits_only_changes(spark, table, tmp_path):
     written = sink.read(spark).collect()
     replay = process_batch(spark, changes(spark, path, 0, 0), 0, **run)
     assert replay.skipped and replay.line() == "batch 0: already written, skipped"
-    # Without the lookup the batch is scored again, and Delta's txn drops the second append.
+    # Without the lookup the batch is scored again, and the sink drops the second append.
     unchecked = process_batch(spark, changes(spark, path, 0, 0), 0, may_be_replay=False, **run)
     assert not unchecked.skipped and unchecked.emitted == 30
     assertDataFrameEqual(sink.read(spark), written)
@@ -202,3 +202,31 @@ def test_kafka_value_is_the_score_as_json_with_nulls_kept(spark, table):
     high = next(v for v in by_user.values() if v["risk_band"] == "high")
     assert "reasons" in low and low["reasons"] is None
     assert set(high["reasons"][0]) == {"feature", "value", "contribution"}
+
+
+def test_a_sink_writes_each_version_of_a_writer_once_in_and_across_processes(spark, tmp_path):
+    path = str(tmp_path / "churn_scores")
+    scored = lambda version: to_spark(  # noqa: E731
+        spark, score_frame_rows(spark, tmp_path, version), "w", version
+    )
+    sink = ScoreSink(path)
+    assert sink.write(scored(0), Txn("w", 0)) and sink.write(scored(1), Txn("w", 1))
+    # In the same process: a version not newer than one committed writes nothing.
+    assert not sink.write(scored(1), Txn("w", 1)) and not sink.write(scored(0), Txn("w", 0))
+    # A new process (a new sink) reads the newest version from the table first.
+    again = ScoreSink(path)
+    assert not again.write(scored(1), Txn("w", 1)) and again.committed == {"w": 1}
+    assert again.write(scored(2), Txn("w", 2))
+    assert not ScoreSink(path).write(scored(2), Txn("w", 2))
+    assert sorted(r["batch_id"] for r in sink.read(spark).collect()) == [0, 0, 1, 1, 2, 2]
+    assert sink.committed == {"w": 1}
+
+
+def score_frame_rows(spark: SparkSession, tmp_path, version: int) -> pd.DataFrame:
+    """Two users' scores from the test model, as score_frame returns them."""
+    from scoring.score import score_frame
+
+    users = ["u00", "u01"]
+    pdf = features_df(spark, vectors(2, seed=version), users).toPandas()
+    pdf = pdf.assign(features_version=version, features_committed_at=pd.Timestamp("2024-03-06"))
+    return score_frame(model("recency", version=1), pdf, RULES)
