@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import pandas as pd
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -170,6 +171,17 @@ def mark_duplicates(parsed: DataFrame) -> DataFrame:
     return parsed.select(
         *[F.col(c) for c in parsed.columns if c != "reject_reason"], reason.alias("reject_reason")
     )
+
+
+def duplicate_copies(batch: pd.DataFrame) -> pd.Series:
+    """mark_duplicates' rule on a driver-side frame: True for each still-valid row that is a
+    later copy of an event_id (the copy kept has the lowest (source_partition,
+    source_offset, source_topic)). The stream applies it to the batch it already holds, so
+    that its Spark job needs no shuffle (docs/decisions.md, decision 31)."""
+    valid = batch[batch["reject_reason"].isna()]
+    ordered = valid.sort_values(["source_partition", "source_offset", "source_topic"])
+    later = ordered["event_id"].duplicated(keep="first")
+    return later.reindex(batch.index, fill_value=False).astype(bool)
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

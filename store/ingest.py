@@ -6,10 +6,12 @@ The streaming job calls :func:`process_batch` inside ``foreachBatch`` with a
 
 One batch, in order:
 
-1. parse and validate in one Spark job, whose result comes to the driver as Arrow; reject
-   future events (per record), late events (behind the watermark minus the allowed
-   lateness) and duplicates (in the batch, or already stored: the state holds the ids of
-   every event date a new event can still be accepted on). The watermark is the slowest
+1. parse, validate and reject future events (per record) and late events (behind the
+   watermark minus the allowed lateness) in one map-only Spark job, cached; only the
+   verdict columns (ids, dates, reasons, Kafka coordinates) come to the driver, which
+   marks duplicates (in the batch, or already stored: the state holds the ids of every
+   event date a new event can still be accepted on). The rows themselves go from the
+   cache to the tables (docs/decisions.md, decision 31). The watermark is the slowest
    Kafka partition's newest event time, so a replay whose partitions move through event
    time at different speeds rejects nothing that live traffic would accept;
 2. the batch's daily and lifetime partials (features.aggregates) added to the state;
@@ -41,7 +43,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -56,7 +57,7 @@ from features.compute import compute_features
 from features.events import (
     EVENT_COLUMNS,
     apply_time_rules,
-    mark_duplicates,
+    duplicate_copies,
     parse_events,
     utc_date,
 )
@@ -80,6 +81,10 @@ BATCHES_SCHEMA = (
     "partition_clocks map<string,timestamp>, as_of date, users_updated long, "
     "refreshed_all boolean, processed_at timestamp"
 )
+# The Kafka coordinates that name one record (duplicates are marked by them).
+COORDINATES = ("source_topic", "source_partition", "source_offset")
+# What the driver decides a batch with; the rows' other columns stay in Spark.
+VERDICT_COLUMNS = ("event_id", "user_id", "event_date", "event_time", "reject_reason", *COORDINATES)
 REJECT_COLUMNS = (
     "raw_key",
     "raw_value",
@@ -136,26 +141,43 @@ def as_of_for(clock: datetime) -> date:
     return (clock.astimezone(UTC).date() if clock.tzinfo else clock.date()) + timedelta(days=1)
 
 
-def _parsed_batch(raw: DataFrame, rules: IngestRules, watermark: datetime | None) -> pa.Table:
-    """Parse, validate, apply the time rules and dedup within the batch: one Spark job.
+def _parsed_batch(raw: DataFrame, rules: IngestRules, watermark: datetime | None) -> DataFrame:
+    """Parse, validate and apply the time rules: map-only, so one Spark stage and no shuffle.
 
-    Raw bytes come back only for rejected records (the quarantine keeps them)."""
+    Duplicates are marked on the driver, which holds the batch's ids anyway."""
     min_time = watermark - timedelta(seconds=rules.allowed_lateness_s) if watermark else None
-    parsed = mark_duplicates(
-        apply_time_rules(
-            parse_events(raw, max_value_bytes=rules.max_value_bytes),
-            min_event_time=min_time,
-            max_skew_after_record_s=rules.max_future_skew_s,
-        )
+    parsed = apply_time_rules(
+        parse_events(raw, max_value_bytes=rules.max_value_bytes),
+        min_event_time=min_time,
+        max_skew_after_record_s=rules.max_future_skew_s,
     )
-    rejected = F.col("reject_reason").isNotNull()
     return parsed.select(
         *[F.col(c) for c in EVENT_COLUMNS],
         utc_date(F.col("event_time")).alias("event_date"),
         F.col("reject_reason"),
-        F.when(rejected, F.col("raw_key")).alias("raw_key"),
-        F.when(rejected, F.col("raw_value")).alias("raw_value"),
-    ).toArrow()
+        F.col("raw_key"),
+        F.col("raw_value"),
+    )
+
+
+def _with_duplicates(spark: SparkSession, parsed: DataFrame, marked: pd.DataFrame) -> DataFrame:
+    """``parsed`` with the rows the driver found to be duplicates (by Kafka coordinates)
+    rejected as ``duplicate_event_id``."""
+    names = ["_topic", "_partition", "_offset"]
+    marks = spark.createDataFrame(
+        pa.Table.from_pandas(
+            marked[list(COORDINATES)].set_axis(names, axis=1), preserve_index=False
+        ),
+        "_topic string, _partition int, _offset long",
+    )
+    on = [F.col(c) == F.col(m) for c, m in zip(COORDINATES, marks.columns, strict=True)]
+    joined = parsed.join(F.broadcast(marks), on=on, how="left")
+    reason = F.when(F.col("_offset").isNotNull(), F.lit("duplicate_event_id")).otherwise(
+        F.col("reject_reason")
+    )
+    return joined.select(
+        *[reason.alias(c) if c == "reject_reason" else F.col(c) for c in parsed.columns]
+    )
 
 
 def _stored_days(
@@ -222,23 +244,39 @@ def process_batch(
         r.skipped = True
         return r
 
-    table = _parsed_batch(raw, rules, prev["watermark"] if prev else None)
-    batch = table.select(
-        [
-            "event_id",
-            "event_date",
-            "reject_reason",
-            "source_topic",
-            "source_partition",
-            "event_time",
-        ]
-    ).to_pandas()
-    duplicate = _mark_stored_duplicates(spark, store, state, batch)
-    batch.loc[duplicate, "reject_reason"] = "duplicate_event_id"
-    reasons = pa.array(batch["reject_reason"], type=pa.string())
-    table = table.set_column(
-        table.schema.get_field_index("reject_reason"), "reject_reason", reasons
-    )
+    parsed = _parsed_batch(raw, rules, prev["watermark"] if prev else None).persist()
+    try:
+        _apply(spark, store, state, parsed, r, on_rejects, rules, app_id, t)
+    finally:
+        parsed.unpersist()
+    r.seconds = time.monotonic() - t0
+    return r
+
+
+def _apply(
+    spark: SparkSession,
+    store: FeatureStore,
+    state: StreamState,
+    parsed: DataFrame,
+    r: BatchResult,
+    on_rejects: Callable[[DataFrame], None] | None,
+    rules: IngestRules,
+    app_id: str,
+    t: float,
+) -> None:
+    """The batch after its Spark parse: verdicts on the driver, then the appends.
+
+    The driver gets only the narrow columns it decides with; the rows themselves go from
+    the cached parse straight to the tables (no round trip through Python)."""
+    prev, batch_id = state.prev, r.batch_id
+    batch = parsed.select(*[F.col(c) for c in VERDICT_COLUMNS]).toArrow().to_pandas()
+    in_batch = duplicate_copies(batch)
+    batch.loc[in_batch, "reject_reason"] = "duplicate_event_id"
+    stored = _mark_stored_duplicates(spark, store, state, batch)
+    batch.loc[stored, "reject_reason"] = "duplicate_event_id"
+    duplicate = in_batch | stored
+    if duplicate.any():
+        parsed = _with_duplicates(spark, parsed, batch[duplicate])
     is_valid = batch["reject_reason"].isna()
 
     r.reasons = {k: int(v) for k, v in batch["reject_reason"].value_counts().items()}
@@ -257,26 +295,22 @@ def process_batch(
     r.watermark = min(r.partition_clocks.values(), default=None)
     t = r.step("validate", t)
 
-    mask = pa.array(is_valid.to_numpy())
-    accepted = table.filter(mask)
-    valid = accepted.select(list(EVENT_COLUMNS))
-    event_days = accepted.column("event_date")
+    this_batch = F.lit(batch_id).cast("long")
     writes: dict[str, Callable[[], None]] = {}
     if r.quarantined:
-        rejects = table.filter(pc.invert(mask)).select(list(REJECT_COLUMNS))
-        rejects = rejects.append_column("batch_id", pa.array([batch_id] * len(rejects), pa.int64()))
+        rejects = parsed.where(F.col("reject_reason").isNotNull()).select(
+            *[F.col(c) for c in REJECT_COLUMNS], this_batch.alias("batch_id")
+        )
 
         def quarantine() -> None:
-            df = spark.createDataFrame(rejects)
             if on_rejects is not None:
-                on_rejects(df)
-            append(df, store.path("quarantine"))
+                on_rejects(rejects)
+            append(rejects, store.path("quarantine"))
 
         writes["quarantine"] = quarantine
-    features: pa.Table | None = None
     if r.valid:
-        valid_df = spark.createDataFrame(valid)
-        partial_t = daily_activity(valid_df).toArrow()
+        valid = parsed.where(F.col("reject_reason").isNull())
+        partial_t = daily_activity(valid.select(*[F.col(c) for c in EVENT_COLUMNS])).toArrow()
         partial = frame(partial_t, DAILY_KEY)
         new_days = (
             partial.index.difference(state.daily.index) if len(state.daily) else partial.index
@@ -291,14 +325,13 @@ def process_batch(
         state.lifetime_schema = state.lifetime_schema or nullable(life_t.schema)
         state.add_daily(partial)
         state.add_lifetime(life)
-        ids = pd.DataFrame(
-            {"d": event_days.to_pandas(), "id": valid.column("event_id").to_pandas()}
+        state.add_ids({d: set(g) for d, g in valid_rows.groupby("event_date")["event_id"]})
+        bronze = valid.select(
+            *[F.col(c) for c in EVENT_COLUMNS],
+            F.col("event_date"),
+            this_batch.alias("ingest_batch_id"),
         )
-        state.add_ids({d: set(g) for d, g in ids.groupby("d")["id"]})
-        bronze = valid.append_column("event_date", event_days).append_column(
-            "ingest_batch_id", pa.array([batch_id] * len(valid), pa.int64())
-        )
-        writes["events"] = lambda: append(spark.createDataFrame(bronze), store.path("events"))
+        writes["events"] = lambda: append(bronze, store.path("events"))
         stored_partial = partial_t.append_column(
             "batch_id", pa.array([batch_id] * len(partial_t), pa.int64())
         )
@@ -311,7 +344,7 @@ def process_batch(
         r.as_of = as_of_for(r.clock)
         r.refreshed_all = prev is None or prev["as_of"] != r.as_of
         if r.valid or r.refreshed_all:
-            touched = None if r.refreshed_all else set(valid.column("user_id").to_pylist())
+            touched = None if r.refreshed_all else set(valid_rows["user_id"])
             features = _features(spark, state, r.as_of, touched)
             r.users_updated = len(features)
             stored_features = features.append_column(
@@ -331,8 +364,6 @@ def process_batch(
     prev_row = _record_batch(spark, store, r, app_id)
     state.advance(prev_row, rules.allowed_lateness_s)
     r.step("record", t)
-    r.seconds = time.monotonic() - t0
-    return r
 
 
 def _written(spark: SparkSession, store: FeatureStore, table: str, batch_id: int) -> bool:

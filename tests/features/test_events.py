@@ -5,6 +5,7 @@ import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -15,6 +16,7 @@ from features.events import (
     PARSED_SCHEMA,
     REJECT_REASONS,
     apply_time_rules,
+    duplicate_copies,
     mark_duplicates,
     mark_seen,
     parse_events,
@@ -202,6 +204,10 @@ def test_mark_duplicates_keeps_the_lowest_partition_and_offset(spark):
     ]
     result = mark_duplicates(spark.createDataFrame(rows, schema))
     assertDataFrameEqual(result, spark.createDataFrame(expected, schema))
+    # The stream applies the same rule on the driver: same rows, same verdicts.
+    batch = pd.DataFrame(rows, columns=[c.split()[0] for c in schema.split(", ")])
+    batch.loc[duplicate_copies(batch), "reject_reason"] = "duplicate_event_id"
+    assert list(batch.itertuples(index=False, name=None)) == expected
 
 
 def test_utc_date_ignores_the_session_time_zone(spark):
