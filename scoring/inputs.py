@@ -4,7 +4,7 @@ Two readers of the same table, one output shape (scoring.score.INPUT_COLUMNS, fe
 double so that both paths hand LightGBM identical float64 values):
 
 - :func:`latest_changes`: a micro-batch of the table's Change Data Feed -> the newest
-  vector per user in the batch (the stream);
+  vector per user in the batch, on the driver (the stream);
 - :func:`snapshot`: the table at one version -> every user's vector (the batch job).
 """
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame, Window
+import pandas as pd
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.registry import FEATURE_NAMES
@@ -26,32 +27,39 @@ def _features(names: Sequence[str]) -> list[Column]:
     return [F.col(n).cast("double").alias(n) for n in names]
 
 
-def latest_changes(changes: DataFrame, names: Sequence[str] = FEATURE_NAMES) -> DataFrame:
+def latest_changes(changes: DataFrame, names: Sequence[str] = FEATURE_NAMES) -> pd.DataFrame:
     """The newest vector per user in a CDF batch, with the commit that wrote it.
 
     A batch may span several commits (a restart, a slow trigger, the first batch from
     version 0); only each user's newest one is scored. ``changes`` counts the user's
-    new-vector rows in the batch.
+    new-vector rows in the batch. The rows come to the driver as they are (a micro-batch
+    is small) and are reduced there: a Window in Spark would shuffle them first
+    (docs/decisions.md, decision 32).
     """
-    by_user = Window.partitionBy(F.col("user_id"))
-    newest_first = by_user.orderBy(F.col("_commit_version").desc())
-    return (
-        changes.where(F.col("_change_type").isin(*NEW_VECTOR_CHANGES))
-        .select(
-            F.col("*"),
-            F.row_number().over(newest_first).alias("_rank"),
-            F.count(F.lit(1)).over(by_user).alias("changes"),
-        )
-        .where(F.col("_rank") == 1)
-        .select(
+    rows = to_frame(
+        changes.where(F.col("_change_type").isin(*NEW_VECTOR_CHANGES)).select(
             F.col("user_id"),
             F.col("as_of"),
             F.col("_commit_version").alias("features_version"),
             F.col("_commit_timestamp").alias("features_committed_at"),
             *_features(names),
-            F.col("changes"),
         )
     )
+    counts = rows.groupby("user_id", sort=False)["user_id"].transform("size")
+    newest = rows.assign(changes=counts.astype("int64")).sort_values(
+        "features_version", kind="stable"
+    )
+    return newest.drop_duplicates("user_id", keep="last").reset_index(drop=True)
+
+
+def to_frame(df: DataFrame) -> pd.DataFrame:
+    """A DataFrame on the driver through Arrow, timestamps as naive UTC (what ``toPandas``
+    gives under this project's UTC session, a row at a time)."""
+    frame = df.toArrow().to_pandas()
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
+            frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
+    return frame
 
 
 def snapshot(

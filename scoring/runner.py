@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal
 
 import pandas as pd
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from infra.timing import StepTimes
-from scoring.inputs import latest_changes, snapshot
+from scoring.inputs import latest_changes, snapshot, to_frame
 from scoring.model import ModelCache
 from scoring.score import BANDS, ScoringModel, ScoringRules, emitted, score_frame
 from scoring.sink import ScoreSink, to_spark
@@ -64,7 +64,7 @@ class PassResult(StepTimes):
 
 def _score_and_write(
     spark: SparkSession,
-    inputs: DataFrame,
+    pdf: pd.DataFrame,
     model: ScoringModel,
     rules: ScoringRules,
     sink: ScoreSink,
@@ -73,8 +73,6 @@ def _score_and_write(
     r: PassResult,
     t: float,
 ) -> pd.DataFrame:
-    pdf = cast(pd.DataFrame, inputs.toPandas())
-    t = r.step("read", t)
     r.rows_in = int(pdf["changes"].sum()) if len(pdf) else 0
     scored = score_frame(model, pdf, rules)
     r.scored = len(scored)
@@ -123,9 +121,11 @@ def process_batch(
         t = r.step("check", t)
     model = cache.get()
     t = r.step("model", t)
+    inputs = latest_changes(changes)
+    t = r.step("read", t)
     _score_and_write(
         spark,
-        latest_changes(changes),
+        inputs,
         model,
         rules,
         sink,
@@ -174,9 +174,11 @@ def score_table(
     if sink.already_written(spark, writer, version):
         r.skipped = True
         return r, pd.DataFrame()
+    inputs = to_frame(snapshot(features, version, committed_at))
+    t = r.step("read", t)
     scored = _score_and_write(
         spark,
-        snapshot(features, version, committed_at),
+        inputs,
         model,
         rules,
         sink,
