@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -18,6 +18,7 @@ from features.aggregates import lifetime_aggregates
 from features.registry import ACTIVE_DAY, FEATURES, WindowSum
 
 OUTPUT_KEY: tuple[str, ...] = ("user_id", "as_of")
+AS_OF = "_as_of"  # the as_of date as a column, so that one set of expressions serves every date
 
 
 def _window_sums() -> tuple[WindowSum, ...]:
@@ -46,12 +47,13 @@ def compute_features(daily: DataFrame, lifetime: DataFrame, as_of: date) -> Data
     """
     if isinstance(as_of, datetime):
         raise TypeError("as_of is a date: features as of a day use the days before it")
-    c = _columns(daily.sparkSession.sparkContext.applicationId, as_of, tuple(lifetime.columns))
-    recent = daily.where(c.recent).select(F.col("*"), c.active_day)
+    c = _columns(daily.sparkSession.sparkContext.applicationId, (*lifetime.columns, AS_OF))
+    on = F.lit(as_of).alias(AS_OF)
+    recent = daily.select(F.col("*"), on).where(c.recent).select(F.col("*"), c.active_day)
     windowed = recent.groupBy(F.col("user_id")).agg(*c.sums)
     # A user with no daily rows in the lookback has no `windowed` row: their sums are 0.
-    filled = lifetime.join(windowed, on="user_id", how="left").select(*c.filled)
-    return filled.select(*c.output)
+    filled = lifetime.select(F.col("*"), on).join(windowed, on="user_id", how="left")
+    return filled.select(*c.filled).select(*c.output)
 
 
 @dataclass(frozen=True)
@@ -64,24 +66,27 @@ class _Columns:
 
 
 @functools.lru_cache(maxsize=8)
-def _columns(app_id: str, as_of: date, lifetime_columns: tuple[str, ...]) -> _Columns:
-    """compute_features' expressions for one as_of, built once per Spark application.
+def _columns(app_id: str, lifetime_columns: tuple[str, ...]) -> _Columns:
+    """compute_features' expressions, built once per Spark application.
 
     Building them costs about 12,000 Py4J calls (1.1 s a batch in the stream, where they
     were the feature step's largest part); Columns are unresolved expressions, so the same
-    ones serve every DataFrame of the application (docs/decisions.md, decision 28).
+    ones serve every DataFrame of the application (docs/decisions.md, decision 28). They
+    read as_of from the column ``AS_OF`` that compute_features adds, so one set serves
+    every as_of too (decision 33).
     """
     sums = _window_sums()
     lookback = max(ws.lookback_days for ws in sums)
-    day = F.col("activity_date")
+    day, as_of = F.col("activity_date"), F.col(AS_OF)
+
+    def days_before(n: int) -> Column:
+        return F.date_sub(as_of, n) if n else as_of
 
     def in_window(ws: WindowSum) -> Column:
-        end = as_of - timedelta(days=ws.offset_days)
-        return (day >= F.lit(end - timedelta(days=ws.days))) & (day < F.lit(end))
+        return (day >= days_before(ws.offset_days + ws.days)) & (day < days_before(ws.offset_days))
 
-    as_of_col = F.lit(as_of)
     return _Columns(
-        recent=(day < F.lit(as_of)) & (day >= F.lit(as_of - timedelta(days=lookback))),
+        recent=(day < as_of) & (day >= days_before(lookback)),
         active_day=(F.col("n_events") > 0).cast("long").alias(ACTIVE_DAY),
         sums=[
             F.sum(F.when(in_window(ws), F.col(ws.column)).otherwise(F.lit(0))).alias(ws.alias)
@@ -93,7 +98,7 @@ def _columns(app_id: str, as_of: date, lifetime_columns: tuple[str, ...]) -> _Co
         ],
         output=[
             F.col("user_id"),
-            as_of_col.alias("as_of"),
-            *[feature.column(as_of_col) for feature in FEATURES],
+            as_of.alias("as_of"),
+            *[feature.column(as_of) for feature in FEATURES],
         ],
     )
