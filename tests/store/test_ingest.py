@@ -46,27 +46,26 @@ def test_lateness_is_judged_against_the_slowest_partition(spark, tmp_path):
     r0 = process_batch(spark, store, batch0, 0, rules, "app")
     assert (r0.clock, r0.watermark) == (datetime(2024, 3, 10, 12), datetime(2024, 3, 2, 12))
 
-    batch1 = spark.createDataFrame(
-        [
-            # Eight days behind the clock but within a day of partition 1's progress: accepted.
-            record("u2", "c", "2024-03-02T06:00:00Z", 1, 1),
-            # More than a day behind the watermark: too late.
-            record("u2", "d", "2024-03-01T06:00:00Z", 1, 2),
-            record("u1", "a", "2024-03-10T12:00:00Z", 0, 1),  # resent: a duplicate
-        ],
-        RAW,
-    )
+    sent = [
+        # Eight days behind the clock but within a day of partition 1's progress: accepted.
+        record("u2", "c", "2024-03-02T06:00:00Z", 1, 1),
+        # More than a day behind the watermark: too late.
+        record("u2", "d", "2024-03-01T06:00:00Z", 1, 2),
+        record("u1", "a", "2024-03-10T12:00:00Z", 0, 1),  # resent: a duplicate
+    ]
+    batch1 = spark.createDataFrame(sent, RAW)
     r1 = process_batch(spark, store, batch1, 1, rules, "app")
     assert (r1.valid, r1.reasons) == (1, {"too_late": 1, "duplicate_event_id": 1})
     assert r1.partition_clocks == {
         "t/0": datetime(2024, 3, 10, 12),
         "t/1": datetime(2024, 3, 2, 12),
     }
+    # Every quarantined record keeps its original bytes, the driver's verdicts too.
     assertDataFrameEqual(
         store.read(spark, "quarantine").select(
-            "source_partition", "source_offset", "reject_reason"
+            "source_partition", "source_offset", "reject_reason", "raw_value"
         ),
-        [(1, 2, "too_late"), (0, 1, "duplicate_event_id")],
+        [(1, 2, "too_late", sent[1][1]), (0, 1, "duplicate_event_id", sent[2][1])],
     )
     assert sorted(r["event_id"] for r in store.read(spark, "events").collect()) == ["a", "b", "c"]
     # A batch already recorded is skipped whole.
