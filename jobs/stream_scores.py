@@ -35,7 +35,7 @@ from infra.streaming import (
     start_foreach_batch,
 )
 from scoring.model import MlflowRegistry, ModelCache
-from scoring.runner import Emission, process_batch
+from scoring.runner import Emission, process_batch, table_version
 from scoring.score import ScoringRules
 from scoring.sink import ScoreSink, scores_path
 
@@ -156,6 +156,14 @@ def start_score_stream(
         seen.append(batch_id)
         log(f"stream_scores: {result.line()}")
 
+    if not checkpoint_started(spark, checkpoint):
+        version, _ = table_version(spark, features_path)
+        start = (
+            f"after version {version} (latest): waiting for its next commit"
+            if starting_version == "latest"
+            else f"from version {starting_version} (newest: {version})"
+        )
+        log(f"stream_scores: new checkpoint {checkpoint}; scoring user_features {start}")
     stream = (
         spark.readStream.format("delta")
         .option("readChangeFeed", "true")
