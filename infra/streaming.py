@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import sys
+import threading
 from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
@@ -43,11 +46,25 @@ def start_foreach_batch(
     return writer.start()
 
 
-def run_until_stopped(spark: SparkSession, query: StreamingQuery) -> None:
-    """Wait for the query; Ctrl-C stops it cleanly; the session stops either way."""
+def run_until_stopped(spark: SparkSession, query: StreamingQuery, poll_s: int = 1) -> None:
+    """Wait for the query; Ctrl-C or SIGTERM stops it cleanly; the session stops either way.
+
+    PySpark's own SIGINT handler calls cancelAllJobs over the Py4J connection the main thread
+    is blocked on in awaitTermination: a "reentrant call" traceback, and at times a broken
+    connection that then fails query.stop(). Here the handler only records the request and
+    the main thread, polling every ``poll_s``, stops the query itself (docs/decisions.md 34).
+    """
+    asked = threading.Event()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in handlers:
+        signal.signal(sig, lambda *_: asked.set())
     try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        query.stop()
+        while not asked.is_set() and not query.awaitTermination(poll_s):
+            pass
+        if asked.is_set() and query.isActive:
+            print(f"{query.name}: stopping (signal received)", file=sys.stderr, flush=True)
+            query.stop()
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         spark.stop()
