@@ -445,18 +445,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         watcher = ScoreWatcher(cfg)
         wait_until(watcher.assigned.is_set, 60, "the scores consumer's assignment")
-        # The scorer logs this once it has a model, right before its query starts; the
-        # uncounted first probe round then covers the query's start.
-        wait_until(
-            lambda: "now scoring with" in (scratch / "stream_scores.log").read_text(),
-            180,
-            "the score stream's model",
-            poll_s=1,
-        )
         half = min(sustained, args.rate) / 2
-        n_probe_s = 30 * (args.rounds + 1)
+        n_probe_s = 30 * (args.rounds + 1) + 240  # terminated once the probes are done
         background = start_producer(overrides, topic, half, n_probe_s, f"bg-{run}")
         log(f"background traffic {half:,.0f}/s; {args.rounds} probe rounds of {args.probes}")
+        # The scorer starts at "latest", which Delta resolves when its query starts: probes
+        # go out once it has scored a batch, so none lands in a commit it skipped.
+        wait_until(
+            lambda: "stream_scores: batch 0:" in (scratch / "stream_scores.log").read_text(),
+            240,
+            "the score stream's first batch",
+            poll_s=1,
+        )
         latencies = probe_rounds(cfg, watcher, args.probes, args.rounds)
         background.terminate()
         watcher.stop.set()

@@ -157,12 +157,12 @@ def start_score_stream(
         log(f"stream_scores: {result.line()}")
 
     if not checkpoint_started(spark, checkpoint):
-        version, _ = table_version(spark, features_path)
-        start = (
-            f"after version {version} (latest): waiting for its next commit"
-            if starting_version == "latest"
-            else f"from version {starting_version} (newest: {version})"
-        )
+        # "latest" is resolved by Delta when the query starts: no version to name before.
+        if starting_version == "latest":
+            start = "from its next commit (latest)"
+        else:
+            newest, _ = table_version(spark, features_path)
+            start = f"from version {starting_version} (newest: {newest})"
         log(f"stream_scores: new checkpoint {checkpoint}; scoring user_features {start}")
     stream = (
         spark.readStream.format("delta")
