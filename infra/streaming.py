@@ -52,7 +52,7 @@ def run_until_stopped(spark: SparkSession, query: StreamingQuery, poll_s: int = 
     PySpark's own SIGINT handler calls cancelAllJobs over the Py4J connection the main thread
     is blocked on in awaitTermination: a "reentrant call" traceback, and at times a broken
     connection that then fails query.stop(). Here the handler only records the request and
-    the main thread, polling every ``poll_s``, stops the query itself (docs/decisions.md 34).
+    the main thread, polling every ``poll_s``, stops the query itself (docs/decisions.md 35).
     """
     asked = threading.Event()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -18,25 +18,28 @@ One batch, in order:
 3. features as of the clock's next midnight computed from the state for the users the
    batch touched, or for every user when the as-of date moved (silence is a signal:
    recency must grow for users who send nothing);
-4. one append per table, side by side: rejected records -> the dead-letter topic and
-   ``quarantine``; valid events -> ``events``; the daily partials ->
-   ``user_activity_daily``; the new vectors -> ``user_features``. Each row carries the
-   batch id;
-5. one row in ``feature_batches``: counts per reason, the clock (newest event time
-   accepted), each partition's newest event time, the watermark, the as-of date. It is
-   written last, so a batch found there is complete and is skipped if replayed.
+4. one append per table, each started in a thread as soon as its rows are known (so the
+   quarantine and bronze are written while steps 2-3 run): rejected records -> the
+   dead-letter topic and ``quarantine``; valid events -> ``events``; the daily partials ->
+   ``user_activity_daily``; the new vectors -> ``user_features``; and one row in
+   ``feature_batches``: counts per reason, the clock (newest event time accepted), each
+   partition's newest event time, the watermark, the as-of date. Each row carries the
+   batch id; the batch ends when every append has committed.
 
 Exactly once without Delta's per-commit transaction check (it costs a state job per
 commit): only the first batch after a start can be a replay of a batch that died half
 written, and for that one each append is skipped when rows with its batch id are there
-already. Every append is one commit, so a table holds all of a batch's rows or none.
+already. Every append is one commit, so a table holds all of a batch's rows or none. A
+batch counts as done when its ``feature_batches`` row is there and every table its counts
+name holds its rows (``store.state.last_batch``; docs/decisions.md, decision 34); a done
+batch is skipped if replayed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -65,6 +68,7 @@ from infra.timing import StepTimes
 from store.state import (
     LOOKBACK_DAYS,
     StreamState,
+    batch_written,
     frame,
     naive_utc,
     nullable,
@@ -296,82 +300,95 @@ def _apply(
     t = r.step("validate", t)
 
     this_batch = F.lit(batch_id).cast("long")
-    writes: dict[str, Callable[[], None]] = {}
-    if r.quarantined:
-        rejects = parsed.where(F.col("reject_reason").isNotNull()).select(
-            *[F.col(c) for c in REJECT_COLUMNS], this_batch.alias("batch_id")
-        )
+    # Each append starts as soon as its rows are known, beside the work still to do.
+    with ThreadPoolExecutor(max_workers=len(BATCH_COLUMNS)) as pool:
+        started: list[Future[None]] = []
 
-        def quarantine() -> None:
-            if on_rejects is not None:
-                on_rejects(rejects)
-            append(rejects, store.path("quarantine"))
+        def start(table: str, write: Callable[[], None]) -> None:
+            # Only the first batch after a start can have died half written.
+            if not (state.may_be_replay and batch_written(spark, store, table, batch_id)):
+                started.append(pool.submit(write))
 
-        writes["quarantine"] = quarantine
-    if r.valid:
-        valid = parsed.where(F.col("reject_reason").isNull())
-        partial_t = daily_activity(valid.select(*[F.col(c) for c in EVENT_COLUMNS])).toArrow()
-        partial = frame(partial_t, DAILY_KEY)
-        new_days = (
-            partial.index.difference(state.daily.index) if len(state.daily) else partial.index
-        )
-        old = new_days[[not state.holds_day(d) for d in new_days.get_level_values("activity_date")]]
-        new_days = new_days.difference(_stored_days(spark, store, old, state.upto))
-        counted = pd.Series(1, index=new_days).groupby(level="user_id").sum()
-        life_t = lifetime_aggregates(spark.createDataFrame(partial_t)).toArrow()
-        life = frame(life_t, LIFETIME_KEY)
-        life["n_active_days"] = counted.reindex(life.index, fill_value=0).astype("int64")
-        state.daily_schema = state.daily_schema or nullable(partial_t.schema)
-        state.lifetime_schema = state.lifetime_schema or nullable(life_t.schema)
-        state.add_daily(partial)
-        state.add_lifetime(life)
-        state.add_ids({d: set(g) for d, g in valid_rows.groupby("event_date")["event_id"]})
-        bronze = valid.select(
-            *[F.col(c) for c in EVENT_COLUMNS],
-            F.col("event_date"),
-            this_batch.alias("ingest_batch_id"),
-        )
-        writes["events"] = lambda: append(bronze, store.path("events"))
-        stored_partial = partial_t.append_column(
-            "batch_id", pa.array([batch_id] * len(partial_t), pa.int64())
-        )
-        writes["user_activity_daily"] = lambda: append(
-            spark.createDataFrame(stored_partial), store.path("user_activity_daily")
-        )
-        t = r.step("aggregate", t)
-
-    if r.clock is not None:
-        r.as_of = as_of_for(r.clock)
-        r.refreshed_all = prev is None or prev["as_of"] != r.as_of
-        if r.valid or r.refreshed_all:
-            touched = None if r.refreshed_all else set(valid_rows["user_id"])
-            features = _features(spark, state, r.as_of, touched)
-            r.users_updated = len(features)
-            stored_features = features.append_column(
-                "batch_id", pa.array([batch_id] * len(features), pa.int64())
+        if r.quarantined:
+            rejects = parsed.where(F.col("reject_reason").isNotNull()).select(
+                *[F.col(c) for c in REJECT_COLUMNS], this_batch.alias("batch_id")
             )
-            writes["user_features"] = lambda: append(
-                spark.createDataFrame(stored_features), store.path("user_features"), properties=CDF
-            )
-            t = r.step("features", t)
 
-    if state.may_be_replay:
-        writes = {k: w for k, w in writes.items() if not _written(spark, store, k, batch_id)}
-    with ThreadPoolExecutor(max_workers=max(1, len(writes))) as pool:
-        for done in [pool.submit(w) for w in writes.values()]:
+            def quarantine() -> None:
+                if on_rejects is not None:
+                    on_rejects(rejects)
+                append(rejects, store.path("quarantine"))
+
+            start("quarantine", quarantine)
+        if r.valid:
+            valid = parsed.where(F.col("reject_reason").isNull())
+            bronze = valid.select(
+                *[F.col(c) for c in EVENT_COLUMNS],
+                F.col("event_date"),
+                this_batch.alias("ingest_batch_id"),
+            )
+            start("events", lambda: append(bronze, store.path("events")))
+            partial_t = daily_activity(valid.select(*[F.col(c) for c in EVENT_COLUMNS])).toArrow()
+            partial = frame(partial_t, DAILY_KEY)
+            new_days = (
+                partial.index.difference(state.daily.index) if len(state.daily) else partial.index
+            )
+            old = new_days[
+                [not state.holds_day(d) for d in new_days.get_level_values("activity_date")]
+            ]
+            new_days = new_days.difference(_stored_days(spark, store, old, state.upto))
+            counted = pd.Series(1, index=new_days).groupby(level="user_id").sum()
+            life_t = lifetime_aggregates(spark.createDataFrame(partial_t)).toArrow()
+            life = frame(life_t, LIFETIME_KEY)
+            life["n_active_days"] = counted.reindex(life.index, fill_value=0).astype("int64")
+            state.daily_schema = state.daily_schema or nullable(partial_t.schema)
+            state.lifetime_schema = state.lifetime_schema or nullable(life_t.schema)
+            state.add_daily(partial)
+            state.add_lifetime(life)
+            state.add_ids({d: set(g) for d, g in valid_rows.groupby("event_date")["event_id"]})
+            stored_partial = partial_t.append_column(
+                "batch_id", pa.array([batch_id] * len(partial_t), pa.int64())
+            )
+            start(
+                "user_activity_daily",
+                lambda: append(
+                    spark.createDataFrame(stored_partial), store.path("user_activity_daily")
+                ),
+            )
+            t = r.step("aggregate", t)
+
+        if r.clock is not None:
+            r.as_of = as_of_for(r.clock)
+            r.refreshed_all = prev is None or prev["as_of"] != r.as_of
+            if r.valid or r.refreshed_all:
+                touched = None if r.refreshed_all else set(valid_rows["user_id"])
+                features = _features(spark, state, r.as_of, touched)
+                r.users_updated = len(features)
+                stored_features = features.append_column(
+                    "batch_id", pa.array([batch_id] * len(features), pa.int64())
+                )
+                start(
+                    "user_features",
+                    lambda: append(
+                        spark.createDataFrame(stored_features),
+                        store.path("user_features"),
+                        properties=CDF,
+                    ),
+                )
+                t = r.step("features", t)
+
+        row = _batch_row(r, app_id)
+        start(
+            "feature_batches",
+            lambda: append(
+                spark.createDataFrame([tuple(row.values())], BATCHES_SCHEMA),
+                store.path("feature_batches"),
+            ),
+        )
+        for done in started:
             done.result()
-    t = r.step("write", t)
-    prev_row = _record_batch(spark, store, r, app_id)
-    state.advance(prev_row, rules.allowed_lateness_s)
-    r.step("record", t)
-
-
-def _written(spark: SparkSession, store: FeatureStore, table: str, batch_id: int) -> bool:
-    """True when the table already holds rows of this batch (it died after that append)."""
-    if not store.exists(spark, table):
-        return False
-    rows = store.read_raw(spark, table).where(F.col(BATCH_COLUMNS[table]) == batch_id)
-    return bool(rows.limit(1).count())
+    state.advance(row, rules.allowed_lateness_s)
+    r.step("write", t)
 
 
 def _features(
@@ -395,10 +412,9 @@ def _features(
     return vectors.toArrow()
 
 
-def _record_batch(
-    spark: SparkSession, store: FeatureStore, r: BatchResult, app_id: str
-) -> dict[str, Any]:
-    row = {
+def _batch_row(r: BatchResult, app_id: str) -> dict[str, Any]:
+    """The batch's ``feature_batches`` row."""
+    return {
         "app_id": app_id,
         "batch_id": r.batch_id,
         "records": r.records,
@@ -413,11 +429,6 @@ def _record_batch(
         "refreshed_all": r.refreshed_all,
         "processed_at": datetime.now(UTC),
     }
-    append(
-        spark.createDataFrame([tuple(row.values())], BATCHES_SCHEMA),
-        store.path("feature_batches"),
-    )
-    return row
 
 
 def rebuild(

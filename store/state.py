@@ -41,7 +41,7 @@ from features.aggregates import (
     lifetime_aggregates,
 )
 from features.registry import FEATURES
-from store.tables import FeatureStore
+from store.tables import BATCH_COLUMNS, FeatureStore
 
 # The longest window any feature reads (a 30-day trend reads 60 days, a 90-day window 90).
 LOOKBACK_DAYS = max(ws.lookback_days for f in FEATURES for ws in f.window_sums)
@@ -79,18 +79,42 @@ def frame(table: pa.Table, key: Sequence[str]) -> pd.DataFrame:
     return table.to_pandas(date_as_object=False).set_index(list(key))
 
 
+def batch_written(spark: SparkSession, store: FeatureStore, table: str, batch_id: int) -> bool:
+    """True when the table holds rows of this batch (its append committed)."""
+    if not store.exists(spark, table):
+        return False
+    rows = store.read_raw(spark, table).where(F.col(BATCH_COLUMNS[table]) == batch_id)
+    return bool(rows.limit(1).count())
+
+
+def batch_tables(row: dict[str, Any]) -> list[str]:
+    """The tables a batch appends to, by its ``feature_batches`` counts."""
+    tables = ["quarantine"] if row["quarantined"] else []
+    tables += ["events", "user_activity_daily"] if row["valid"] else []
+    return tables + (["user_features"] if row["users_updated"] else [])
+
+
 def last_batch(spark: SparkSession, store: FeatureStore, app_id: str) -> dict[str, Any] | None:
-    """The newest ``feature_batches`` row of this app, or None before its first batch."""
+    """This app's newest complete batch in ``feature_batches``, or None before its first.
+
+    A batch appends its ``feature_batches`` row beside its other appends (docs/decisions.md,
+    decision 34), so the newest row may be of a batch that died before all of them
+    committed: it counts only when every table it wrote to holds rows of it, else the row
+    before it does (batches run one at a time: only the newest can be incomplete)."""
     if not store.exists(spark, "feature_batches"):
         return None
     rows = (
         store.read(spark, "feature_batches")
         .where(F.col("app_id") == app_id)
         .orderBy(F.col("batch_id").desc())
-        .limit(1)
+        .limit(2)
         .toArrow()  # timestamps in UTC, whatever the host's time zone (collect() is local)
         .to_pylist()
     )
+    if rows and not all(
+        batch_written(spark, store, t, rows[0]["batch_id"]) for t in batch_tables(rows[0])
+    ):
+        rows = rows[1:]
     if not rows:
         return None
     row = rows[0]

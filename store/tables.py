@@ -44,6 +44,7 @@ BATCH_COLUMNS = {
     "quarantine": "batch_id",
     "user_activity_daily": "batch_id",
     "user_features": "batch_id",
+    "feature_batches": "batch_id",
 }
 
 _TXN_APP_ID = "spark.databricks.delta.write.txnAppId"

@@ -92,7 +92,7 @@ def test_killed_stream_restarts_without_losing_or_double_counting(
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_stops_the_live_stream_cleanly(kafka_stack, base_config, spark, tmp_path, sig):
     """What the README promises for `jobs.stream_features` (Ctrl-C stops): exit 0, no
-    traceback, and what it had committed is there (docs/decisions.md 34)."""
+    traceback, and what it had committed is there (docs/decisions.md 35)."""
     cfg = stream_config(base_config, tmp_path, "signal")
     config_path = tmp_path / "signal.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))

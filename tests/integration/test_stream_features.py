@@ -19,7 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 from features.aggregates import DAILY_COLUMNS
 from infra.kafka_io import client_config, spark_options
 from jobs.stream_features import app_id
-from store.ingest import IngestRules, process_batch, rebuild
+from store.ingest import IngestRules, last_batch, process_batch, rebuild
 from store.tables import TABLES, FeatureStore
 from tests.integration import streaming
 from tests.integration.streaming import run_stream, send, stream_config
@@ -236,6 +236,36 @@ def test_replaying_a_committed_batch_changes_no_table(scenario, spark):
             DeltaTable.forPath(spark, store.path(table)).history(1).first()["version"]
             == versions[table]
         ), table
+
+
+def test_a_batch_whose_bookkeeping_row_beat_one_of_its_appends_is_redone(scenario, spark):
+    """The feature_batches row is appended beside the others: crash after it but before
+    batch 1's feature vectors committed. A restart treats batch 1 as unfinished and writes
+    only what is missing (docs/decisions.md 34)."""
+    cfg, store, _ = scenario
+    before = {t: store.read(spark, t).collect() for t in TABLES}
+    checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / cfg.stream_features.checkpoint_name)
+    app = app_id(checkpoint)
+    raw = (
+        spark.read.format("kafka")
+        .options(**spark_options(cfg.kafka))
+        .option("subscribe", cfg.kafka.topics.events)
+        .option("startingOffsets", "earliest")
+        .load()
+        .where(F.col("offset") >= len(ROUND_1))
+    )
+    rules = IngestRules(max_value_bytes=MAX_BYTES)
+    features = DeltaTable.forPath(spark, store.path("user_features"))
+    features.delete(F.col("batch_id") == 1)
+    assert last_batch(spark, store, app)["batch_id"] == 0
+
+    replay = process_batch(spark, store, raw, 1, rules, app)
+    assert not replay.skipped and replay.users_updated > 0
+    for table, rows in before.items():
+        assertDataFrameEqual(store.read(spark, table).collect(), rows)
+    assert last_batch(spark, store, app)["batch_id"] == 1
+    history = features.history(2).select("operation").collect()
+    assert [h["operation"] for h in history] == ["WRITE", "DELETE"]
 
 
 def test_stream_and_backfill_build_identical_tables(kafka_stack, base_config, spark, tmp_path):
