@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.contract import EVENT_TYPES as EVENT_TYPES
 from features.validate import PARSE_REASONS, TYPED_FIELDS, check_record
 
 # Every reject reason, in the order the rules are checked: the first failing rule wins.
-# parse_events sets the first block; apply_time_rules and mark_duplicates, which run after
-# it, set the last three.
+# parse_events sets the first block; apply_time_rules and the duplicate rule
+# (duplicate_copies, then the ids already stored), which run after it, set the last three.
 REJECT_REASONS: tuple[str, ...] = (
     *PARSE_REASONS,
     "future_event_time",
@@ -138,65 +138,13 @@ def apply_time_rules(
     )
 
 
-def mark_seen(parsed: DataFrame, seen_event_ids: DataFrame) -> DataFrame:
-    """Mark still-valid rows whose event_id is in ``seen_event_ids`` as `duplicate_event_id`.
-
-    ``seen_event_ids`` (one column, event_id) holds the ids already stored, e.g. the bronze
-    table's ids on the batch's event dates: a resent event keeps its event_time.
-    """
-    seen = seen_event_ids.select(F.col("event_id").alias("_seen_id")).distinct()
-    joined = parsed.join(seen, on=F.col("event_id") == F.col("_seen_id"), how="left")
-    reason = F.when(
-        F.col("reject_reason").isNull() & F.col("_seen_id").isNotNull(), F.lit("duplicate_event_id")
-    ).otherwise(F.col("reject_reason"))
-    return joined.select(
-        *[F.col(c) for c in parsed.columns if c != "reject_reason"], reason.alias("reject_reason")
-    )
-
-
-def mark_duplicates(parsed: DataFrame) -> DataFrame:
-    """Mark later copies of an event_id among still-valid rows as `duplicate_event_id`.
-
-    The copy kept is the one with the lowest (source_partition, source_offset, source_topic),
-    so the result does not depend on how Spark orders rows. Duplicates against events already
-    stored are the job's business (it needs state); this handles one DataFrame.
-    """
-    valid = F.col("reject_reason").isNull()
-    order = Window.partitionBy(F.col("event_id"), valid).orderBy(
-        F.col("source_partition"), F.col("source_offset"), F.col("source_topic")
-    )
-    reason = F.when(
-        valid & (F.row_number().over(order) > 1), F.lit("duplicate_event_id")
-    ).otherwise(F.col("reject_reason"))
-    return parsed.select(
-        *[F.col(c) for c in parsed.columns if c != "reject_reason"], reason.alias("reject_reason")
-    )
-
-
 def duplicate_copies(batch: pd.DataFrame) -> pd.Series:
-    """mark_duplicates' rule on a driver-side frame: True for each still-valid row that is a
-    later copy of an event_id (the copy kept has the lowest (source_partition,
-    source_offset, source_topic)). The stream applies it to the batch it already holds, so
-    that its Spark job needs no shuffle (docs/decisions.md, decision 31)."""
+    """True for each still-valid row of a driver-side frame that is a later copy of an
+    event_id: the copy kept has the lowest (source_partition, source_offset, source_topic),
+    so the verdict does not depend on how rows arrive. The stream applies it to the batch it
+    already holds, so that its Spark job needs no shuffle (docs/decisions.md, decision 31);
+    the backfill from a log runs the same batches."""
     valid = batch[batch["reject_reason"].isna()]
     ordered = valid.sort_values(["source_partition", "source_offset", "source_topic"])
     later = ordered["event_id"].duplicated(keep="first")
     return later.reindex(batch.index, fill_value=False).astype(bool)
-
-
-def valid_events(parsed: DataFrame) -> DataFrame:
-    """The bronze rows: valid events with their typed and source columns (no raw bytes)."""
-    return parsed.where(F.col("reject_reason").isNull()).select(*[F.col(c) for c in EVENT_COLUMNS])
-
-
-def rejected_events(parsed: DataFrame) -> DataFrame:
-    """The dead-letter rows: raw bytes, reason and Kafka coordinates of every rejected record."""
-    return parsed.where(F.col("reject_reason").isNotNull()).select(
-        F.col("raw_key"),
-        F.col("raw_value"),
-        F.col("reject_reason"),
-        F.col("source_topic"),
-        F.col("source_partition"),
-        F.col("source_offset"),
-        F.col("kafka_timestamp"),
-    )

@@ -2,10 +2,15 @@
 
   python -m jobs.backfill_features                       # from the bronze `events` table
   python -m jobs.backfill_features --log ../shared/data/online-retail --preset online-retail
+  python -m jobs.backfill_features --log 'logs/*.parquet' --user-id uid --event-time ts
   python -m jobs.backfill_features --warehouse /tmp/wh2  # into another warehouse (to compare)
 
-From a log file the records go through the same parsing and validation as Kafka records
-(their Kafka timestamp is the time of the backfill); rejects land in `quarantine`.
+From bronze, the derived tables are rebuilt at once and bronze keeps its rows and their
+`ingest_batch_id` (copied as they are into another warehouse). From a log, the tables are
+emptied and the log goes through the stream's own batches (store/backfill.py): read in
+Spark with the replay's column mapping, validated, deduplicated and judged late exactly as
+Kafka records are (their Kafka timestamp is the time of the backfill); rejects land in
+`quarantine`; the batches are numbered -K..-1 (docs/decisions.md, decision 36).
 """
 
 from __future__ import annotations
@@ -14,32 +19,16 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime
 
-import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
-
-from features.events import (
-    EVENT_COLUMNS,
-    apply_time_rules,
-    mark_duplicates,
-    parse_events,
-    rejected_events,
-    valid_events,
-)
 from infra.config import load_config
 from infra.spark import build_spark
-from store.ingest import rebuild
+from jobs.replay import MAPPED, add_mapping_args, log_sources, mapping_from_args
+from store.backfill import backfill_log, log_records
+from store.ingest import IngestRules, rebuild
 from store.tables import FeatureStore
-
-RAW_SCHEMA = (
-    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
-)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from jobs.replay import PRESETS
-
     p = argparse.ArgumentParser(
         prog="python -m jobs.backfill_features",
         description=__doc__,
@@ -47,89 +36,90 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
     p.add_argument(
-        "--log", default=None, help="a log file, folder or glob (default: the bronze table)"
+        "--log",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="a log file, folder or glob; repeat for more (default: the bronze table)",
     )
     p.add_argument(
-        "--preset", choices=sorted(PRESETS), default=None, help="the log's column mapping"
+        "--batch-records",
+        type=int,
+        default=None,
+        metavar="N",
+        help="records per batch of a log (default: stream_features.max_offsets_per_trigger)",
     )
     p.add_argument(
         "--warehouse", default=None, help="write the tables here instead of storage.warehouse"
     )
+    add_mapping_args(p)
     return p.parse_args(argv)
-
-
-def log_records(
-    spark: SparkSession, source: str, preset: str, max_value_bytes: int, max_future_skew_s: int
-) -> tuple[DataFrame, DataFrame]:
-    """(valid events, rejects) of a log, validated exactly like Kafka records."""
-    from pathlib import Path
-
-    from jobs.replay import PRESETS
-    from sources.replay import replay
-
-    root = Path(source)
-    src = root / "by-day" if preset == "online-retail" and (root / "by-day").is_dir() else root
-    now = datetime.now(UTC)
-    records = replay(src, PRESETS[preset])
-    rows = [
-        (
-            None if r.key is None else r.key.encode(),
-            json.dumps(r.value).encode(),
-            f"file:{src}",
-            0,
-            i,
-            now,
-        )
-        for i, r in enumerate(records)
-    ]
-    raw = spark.createDataFrame(
-        pd.DataFrame(rows, columns=["key", "value", "topic", "partition", "offset", "timestamp"]),
-        RAW_SCHEMA,
-    )
-    parsed = apply_time_rules(
-        parse_events(raw, max_value_bytes=max_value_bytes),
-        max_skew_after_record_s=max_future_skew_s,
-    )
-    checked = mark_duplicates(parsed).persist()
-    return valid_events(checked), rejected_events(checked)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    sf = cfg.stream_features
+    if not args.log and (args.preset or any(getattr(args, k) for k in MAPPED)):
+        raise SystemExit("backfill: --preset and the column options describe a --log; give one")
+    if args.batch_records is not None and args.batch_records < 1:
+        raise SystemExit(f"backfill: --batch-records must be at least 1, not {args.batch_records}")
+    mapping = mapping_from_args(args, prog="backfill") if args.log else None
     spark = build_spark(cfg, app_name="backfill-features")
     source_store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
     target = FeatureStore(args.warehouse or source_store.warehouse)
     t0 = time.monotonic()
-    if args.log:
-        if not args.preset:
-            raise SystemExit("backfill: --log needs --preset (the log's column mapping)")
-        events, rejects = log_records(
-            spark,
-            args.log,
-            args.preset,
-            cfg.stream_features.max_value_bytes,
-            cfg.stream_features.max_future_skew_s,
+    if mapping is not None:
+        rules = IngestRules(
+            max_value_bytes=sf.max_value_bytes,
+            max_future_skew_s=sf.max_future_skew_s,
+            allowed_lateness_s=sf.allowed_lateness_s,
         )
+        sources = log_sources(args.log, args.preset)
+        batch_records = args.batch_records or sf.max_offsets_per_trigger or 200_000
+        print(
+            f"backfill: {', '.join(sources)} -> {target.warehouse}, "
+            f"batches of {batch_records:,} records",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            raw = log_records(spark, sources, mapping)
+        except (FileNotFoundError, ValueError) as exc:
+            spark.stop()
+            raise SystemExit(f"backfill: {exc}") from None
+        results = backfill_log(
+            spark,
+            target,
+            raw,
+            rules,
+            batch_records=batch_records,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        summary: dict[str, object] = {
+            "batches": len(results),
+            "records": sum(r.records for r in results),
+            "valid": sum(r.valid for r in results),
+            "quarantined": sum(r.quarantined for r in results),
+            "as_of": results[-1].as_of,
+            "users": target.read(spark, "user_features").count(),
+        }
     else:
         if not source_store.exists(spark, "events"):
             raise SystemExit(
                 f"backfill: no bronze table at {source_store.path('events')}; "
                 "give --log, or run the stream first"
             )
-        # Read it fully before the rebuild overwrites it (same warehouse).
-        events = source_store.read(spark, "events").select(*EVENT_COLUMNS).localCheckpoint()
-        rejects = None
-    print(
-        f"backfill: rebuilding the feature store in {target.warehouse}...",
-        file=sys.stderr,
-        flush=True,
-    )
-    result = rebuild(spark, target, events, rejects)
-    if rejects is not None:
-        result["quarantined"] = target.read(spark, "quarantine").count()
-    result["seconds"] = round(time.monotonic() - t0, 1)
-    print("backfill: " + json.dumps(result, default=str))
+        print(
+            f"backfill: rebuilding the feature store in {target.warehouse} from bronze...",
+            file=sys.stderr,
+            flush=True,
+        )
+        same = target.warehouse == source_store.warehouse
+        events = source_store.read(spark, "events")
+        summary = rebuild(spark, target, events, write_events=not same)
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    print("backfill: " + json.dumps(summary, default=str))
     spark.stop()
 
 

@@ -14,6 +14,7 @@ import argparse
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from infra.config import load_config
 from infra.kafka_io import ensure_topics, produce
@@ -50,10 +51,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="files, a directory or a glob; a preset's directory may hold by-day/",
     )
     p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a known log's column mapping")
     p.add_argument("--topic", default=None, help="override the configured events topic")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many rows")
+    add_mapping_args(p)
+    return p.parse_args(argv)
+
+
+def add_mapping_args(p: argparse.ArgumentParser) -> None:
+    """--preset and the column-mapping options (jobs.replay and jobs.backfill_features)."""
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a known log's column mapping")
     m = p.add_argument_group("column mapping (overrides the preset)")
     for name in MAPPED:
         m.add_argument(
@@ -71,10 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="rows whose COL starts with PREFIX are refunds",
     )
-    return p.parse_args(argv)
 
 
-def mapping_from_args(args: argparse.Namespace) -> ReplayMapping:
+def mapping_from_args(args: argparse.Namespace, prog: str = "replay") -> ReplayMapping:
     given = {k: getattr(args, k) for k in MAPPED if getattr(args, k) is not None}
     if args.refund_prefix:
         given["refund_prefix"] = tuple(args.refund_prefix)
@@ -83,22 +89,26 @@ def mapping_from_args(args: argparse.Namespace) -> ReplayMapping:
     missing = [k for k in ("user_id", "event_time") if k not in given]
     if missing:
         raise SystemExit(
-            "replay: without --preset, give at least "
+            f"{prog}: without --preset, give at least "
             + " and ".join(f"--{k.replace('_', '-')}" for k in missing)
         )
     return ReplayMapping(**given)
+
+
+def log_sources(sources: list[str], preset: str | None) -> list[str]:
+    """The files to read: a preset's folder may hold its daily files under by-day/."""
+    if preset == "online-retail" and len(sources) == 1:
+        root = Path(sources[0])
+        if (root / "by-day").is_dir():
+            return [str(root / "by-day")]
+    return sources
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
     mapping = mapping_from_args(args)
-    sources = args.source
-    if args.preset == "online-retail" and len(sources) == 1:
-        from pathlib import Path
-
-        root = Path(sources[0])
-        sources = [root / "by-day"] if (root / "by-day").is_dir() else sources
+    sources = log_sources(args.source, args.preset)
     topic = args.topic or cfg.kafka.topics.events
     ensure_topics(cfg.kafka, [topic])
     records_iter = replay(sources if len(sources) > 1 else sources[0], mapping)

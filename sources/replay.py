@@ -164,6 +164,17 @@ def resolve_files(source: str | Path | Sequence[str | Path]) -> list[tuple[Path,
     return files
 
 
+def missing_columns(path: Path, mapping: ReplayMapping) -> list[str]:
+    """The mapping's columns that the file's header does not have."""
+    if path.name.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(path).names)
+    else:
+        names = set(pd.read_csv(path, nrows=0).columns)
+    return [c for c in mapping.columns() if c not in names]
+
+
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if path.name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path, columns=columns)

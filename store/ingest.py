@@ -432,32 +432,35 @@ def _batch_row(r: BatchResult, app_id: str) -> dict[str, Any]:
 
 
 def rebuild(
-    spark: SparkSession, store: FeatureStore, events: DataFrame, rejects: DataFrame | None = None
+    spark: SparkSession, store: FeatureStore, events: DataFrame, *, write_events: bool = True
 ) -> dict[str, object]:
-    """Rebuild every table from a bounded set of valid events (the backfill driver).
+    """Rebuild the derived tables from a bounded set of valid events (the backfill from bronze).
 
     Same functions as the stream, applied to the whole history at once: the daily table is
     ``daily_activity(events)`` (one partial per user and day, batch_id -1), the lifetime
     aggregates come from it, the features are as of the midnight after the newest event.
-    Returns counts for the caller to report.
+    With ``write_events`` the events also become the store's bronze, keeping the
+    ``ingest_batch_id`` they carry (-1 when they carry none). Returns counts to report.
     """
-    events = events.persist()
+    lineage = (
+        F.col("ingest_batch_id")
+        if "ingest_batch_id" in events.columns
+        else F.lit(-1).cast("long").alias("ingest_batch_id")
+    )
+    bronze = events.select(
+        *[F.col(c) for c in EVENT_COLUMNS],
+        utc_date(F.col("event_time")).alias("event_date"),
+        lineage,
+    )
+    events = events.select(*[F.col(c) for c in EVENT_COLUMNS]).persist()
     newest = events.agg(F.max(F.col("event_time")).alias("t")).collect()[0]["t"]
     if newest is None:
         raise ValueError("backfill: no valid events to rebuild from")
     as_of = as_of_for(newest)
 
-    if rejects is not None:
-        overwrite(rejects, store.path("quarantine"))
     backfill = F.lit(-1).cast("long")
-    overwrite(
-        events.select(
-            F.col("*"),
-            utc_date(F.col("event_time")).alias("event_date"),
-            backfill.alias("ingest_batch_id"),
-        ),
-        store.path("events"),
-    )
+    if write_events:
+        overwrite(bronze, store.path("events"))
     daily = daily_activity(events).select(*[F.col(c) for c in DAILY_COLUMNS])
     overwrite(
         daily.select(F.col("*"), backfill.alias("batch_id")), store.path("user_activity_daily")

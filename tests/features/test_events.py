@@ -17,13 +17,10 @@ from features.events import (
     REJECT_REASONS,
     apply_time_rules,
     duplicate_copies,
-    mark_duplicates,
-    mark_seen,
     parse_events,
-    rejected_events,
     utc_date,
-    valid_events,
 )
+from store.ingest import REJECT_COLUMNS
 from tests.contract_cases import BAD_INPUTS, MAX_BYTES, event, p
 
 TOPIC = "behaviour-events"
@@ -92,14 +89,16 @@ def test_parse_events_parses_valid_events_exactly(spark):
     parsed = parse_events(raw_records(spark, records), max_value_bytes=MAX_BYTES)
     assert tuple(parsed.columns) == PARSED_COLUMNS
     assertDataFrameEqual(parsed, expected)
-    assertDataFrameEqual(valid_events(parsed), expected.select(*EVENT_COLUMNS))
+    valid = parsed.where(parsed.reject_reason.isNull()).select(*EVENT_COLUMNS)
+    assertDataFrameEqual(valid, expected.select(*EVENT_COLUMNS))
 
 
-def test_valid_and_rejected_events_split_the_parsed_rows(spark):
+def test_rejected_rows_keep_their_bytes_reason_and_coordinates(spark):
     bad = event(event_type="login")
     raw = raw_records(spark, [("u-1", event()), ("u-1", bad), (None, b"\xff")])
     parsed = parse_events(raw, max_value_bytes=MAX_BYTES)
-    assertDataFrameEqual(valid_events(parsed).select("source_offset", "event_id"), [(0, "e-1")])
+    valid = parsed.where(parsed.reject_reason.isNull())
+    assertDataFrameEqual(valid.select("source_offset", "event_id"), [(0, "e-1")])
     expected_rejects = spark.createDataFrame(
         [
             (_bytes("u-1"), _bytes(bad), "unknown_event_type", TOPIC, 0, 1, KAFKA_TS),
@@ -108,7 +107,8 @@ def test_valid_and_rejected_events_split_the_parsed_rows(spark):
         "raw_key binary, raw_value binary, reject_reason string, source_topic string, "
         "source_partition int, source_offset long, kafka_timestamp timestamp",
     )
-    assertDataFrameEqual(rejected_events(parsed), expected_rejects)
+    rejects = parsed.where(parsed.reject_reason.isNotNull()).select(*REJECT_COLUMNS)
+    assertDataFrameEqual(rejects, expected_rejects)
 
 
 TIMED_SCHEMA = "event_id string, event_time timestamp, reject_reason string"
@@ -166,26 +166,8 @@ def test_future_is_judged_against_each_records_own_kafka_timestamp(spark):
     )
 
 
-def test_mark_seen_flags_ids_already_stored(spark):
-    schema = "event_id string, reject_reason string"
-    parsed = spark.createDataFrame(
-        [("e-1", None), ("e-2", None), ("e-3", "not_json"), (None, "not_json")], schema
-    )
-    stored = spark.createDataFrame([("e-2",), ("e-3",), ("e-9",)], "event_id string")
-    assertDataFrameEqual(
-        mark_seen(parsed, stored),
-        spark.createDataFrame(
-            [("e-1", None), ("e-2", "duplicate_event_id"), ("e-3", "not_json"), (None, "not_json")],
-            schema,
-        ),
-    )
-
-
-def test_mark_duplicates_keeps_the_lowest_partition_and_offset(spark):
-    schema = (
-        "event_id string, source_topic string, source_partition int, source_offset long, "
-        "reject_reason string"
-    )
+def test_duplicate_copies_keeps_the_lowest_partition_and_offset():
+    columns = ["event_id", "source_topic", "source_partition", "source_offset", "reject_reason"]
     rows = [
         ("e-1", TOPIC, 1, 5, None),
         ("e-1", TOPIC, 0, 9, None),
@@ -194,20 +176,8 @@ def test_mark_duplicates_keeps_the_lowest_partition_and_offset(spark):
         ("e-3", TOPIC, 0, 1, "too_late"),  # a rejected copy does not count as the first
         ("e-3", TOPIC, 0, 3, None),
     ]
-    expected = [
-        ("e-1", TOPIC, 1, 5, "duplicate_event_id"),
-        ("e-1", TOPIC, 0, 9, "duplicate_event_id"),
-        ("e-1", TOPIC, 0, 7, None),
-        ("e-2", TOPIC, 1, 1, None),
-        ("e-3", TOPIC, 0, 1, "too_late"),
-        ("e-3", TOPIC, 0, 3, None),
-    ]
-    result = mark_duplicates(spark.createDataFrame(rows, schema))
-    assertDataFrameEqual(result, spark.createDataFrame(expected, schema))
-    # The stream applies the same rule on the driver: same rows, same verdicts.
-    batch = pd.DataFrame(rows, columns=[c.split()[0] for c in schema.split(", ")])
-    batch.loc[duplicate_copies(batch), "reject_reason"] = "duplicate_event_id"
-    assert list(batch.itertuples(index=False, name=None)) == expected
+    batch = pd.DataFrame(rows, columns=columns)
+    assert duplicate_copies(batch).tolist() == [True, True, False, False, False, False]
 
 
 def test_utc_date_ignores_the_session_time_zone(spark):
