@@ -100,8 +100,14 @@ class ReplayStats:
 class Replay(Iterator[ReplayRecord]):
     """Iterator over a log's records, file by file; `stats` counts each file as it is opened."""
 
-    def __init__(self, source: str | Path | Sequence[str | Path], mapping: ReplayMapping):
-        self.files = resolve_files(source)
+    def __init__(
+        self,
+        source: str | Path | Sequence[str | Path],
+        mapping: ReplayMapping,
+        files: list[tuple[Path, str]] | None = None,
+    ):
+        """``files``: (path, label) pairs already resolved (labels name default event ids)."""
+        self.files = files if files is not None else resolve_files(source)
         self.mapping = mapping
         self.stats = ReplayStats()
         self._records = self._generate()

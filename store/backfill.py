@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 from delta.tables import DeltaTable
@@ -28,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from infra.streaming import query_app_id
-from sources.replay import ReplayMapping, missing_columns, replay, resolve_files
+from sources.replay import Replay, ReplayMapping, missing_columns, resolve_files
 from store.ingest import BatchResult, IngestRules, process_batch
 from store.state import StreamState
 from store.tables import TABLES, FeatureStore
@@ -50,11 +51,11 @@ class _Convert:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            for number, path in zip(
-                batch.column("number").to_pylist(), batch.column("path").to_pylist(), strict=True
-            ):
+            columns = [batch.column(c).to_pylist() for c in ("number", "path", "label")]
+            for number, path, label in zip(*columns, strict=True):
                 keys, values = [], []
-                for r in replay(path, self.mapping):
+                # The label names default event ids ("<label>#<row>"), as in jobs.replay.
+                for r in Replay(path, self.mapping, files=[(Path(path), label)]):
                     keys.append(None if r.key is None else r.key.encode())
                     values.append(json.dumps(r.value, separators=(",", ":")).encode())
                 if len(values) >= FILE_STRIDE:

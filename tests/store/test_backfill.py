@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 from pyspark.sql import functions as F
 
-from sources.replay import ReplayMapping
+from sources.replay import ReplayMapping, replay
 from store.backfill import FILE_STRIDE, backfill_log, log_records, offset_ranges
 from store.ingest import IngestRules
 from store.tables import FeatureStore
@@ -75,3 +76,15 @@ def test_a_mapped_column_the_log_lacks_is_named_before_spark_runs(spark, tmp_pat
     (tmp_path / "a.csv").write_text("id,uid,ts\ne1,u1,2024-03-10 09:00:00\n")
     with pytest.raises(ValueError, match=r"a\.csv has no column kind"):
         log_records(spark, [str(tmp_path)], MAPPING)
+
+
+def test_default_event_ids_name_the_file_as_the_replay_into_kafka_does(spark, tmp_path):
+    (tmp_path / "logs" / "2024").mkdir(parents=True)
+    (tmp_path / "logs" / "2024" / "a.csv").write_text(
+        "uid,ts,kind\nu1,2024-03-10 09:00:00,page_view\nu2,2024-03-10 08:00:00,search\n"
+    )
+    mapping = ReplayMapping(user_id="uid", event_time="ts", event_type="kind")
+    raw = log_records(spark, [str(tmp_path / "logs")], mapping)
+    ids = [json.loads(r["value"])["event_id"] for r in raw.orderBy("offset").collect()]
+    assert ids == [r.value["event_id"] for r in replay(tmp_path / "logs", mapping)]
+    assert ids == ["2024/a.csv#1", "2024/a.csv#0"]  # sorted by event time, ids by file row
