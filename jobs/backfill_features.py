@@ -23,8 +23,9 @@ import time
 from infra.config import load_config
 from infra.spark import build_spark
 from jobs.replay import MAPPED, add_mapping_args, log_sources, mapping_from_args
+from jobs.stream_features import ingest_rules
 from store.backfill import backfill_log, log_records
-from store.ingest import IngestRules, rebuild
+from store.ingest import rebuild
 from store.tables import FeatureStore
 
 
@@ -70,11 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     target = FeatureStore(args.warehouse or source_store.warehouse)
     t0 = time.monotonic()
     if mapping is not None:
-        rules = IngestRules(
-            max_value_bytes=sf.max_value_bytes,
-            max_future_skew_s=sf.max_future_skew_s,
-            allowed_lateness_s=sf.allowed_lateness_s,
-        )
+        rules = ingest_rules(cfg)
         sources = log_sources(args.log, args.preset)
         batch_records = args.batch_records or sf.max_offsets_per_trigger or 200_000
         print(

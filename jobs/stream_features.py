@@ -52,6 +52,16 @@ def app_id(checkpoint: str) -> str:
     return query_app_id("stream_features", checkpoint)
 
 
+def ingest_rules(cfg: Config) -> IngestRules:
+    """The validation limits and event-time rules of ``stream_features`` (stream and backfill)."""
+    sf = cfg.stream_features
+    return IngestRules(
+        max_value_bytes=sf.max_value_bytes,
+        max_future_skew_s=sf.max_future_skew_s,
+        allowed_lateness_s=sf.allowed_lateness_s,
+    )
+
+
 def check_checkpoint(spark: SparkSession, store: FeatureStore, checkpoint: str) -> None:
     """Refuse to start from a lost checkpoint over tables that earlier batches already fed."""
     prev = last_batch(spark, store, app_id(checkpoint))
@@ -73,11 +83,7 @@ def start_feature_stream(
     check_checkpoint(spark, store, checkpoint)
     topics = cfg.kafka.topics
     ensure_topics(cfg.kafka, [topics.events, topics.dlq])
-    rules = IngestRules(
-        max_value_bytes=sf.max_value_bytes,
-        max_future_skew_s=sf.max_future_skew_s,
-        allowed_lateness_s=sf.allowed_lateness_s,
-    )
+    rules = ingest_rules(cfg)
     kafka_opts = spark_options(cfg.kafka)
     the_app = app_id(checkpoint)
     # The hot state lives as long as the query: loaded from the tables now, kept in step by

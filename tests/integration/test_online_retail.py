@@ -13,9 +13,9 @@ from pyspark.testing import assertDataFrameEqual
 
 from features.aggregates import DAILY_COLUMNS
 from infra.kafka_io import ensure_topics, produce
+from jobs.stream_features import ingest_rules
 from sources.replay import ONLINE_RETAIL, replay
 from store.backfill import backfill_log, log_records
-from store.ingest import IngestRules
 from store.tables import FeatureStore
 from tests.integration.streaming import run_stream, stream_config
 
@@ -68,10 +68,8 @@ def test_online_retail_slice_streamed_equals_backfilled(
     assert streamed.read(spark, "events").where(F.col("event_type") == "refund").count() > 0
 
     rebuilt = FeatureStore(str(tmp_path / "rebuilt"))
-    sf = cfg.stream_features
-    rules = IngestRules(sf.max_value_bytes, sf.max_future_skew_s, sf.allowed_lateness_s)
     raw = log_records(spark, [str(day_files)], ONLINE_RETAIL)
-    results = backfill_log(spark, rebuilt, raw, rules, batch_records=5_000)
+    results = backfill_log(spark, rebuilt, raw, ingest_rules(cfg), batch_records=5_000)
     assert [r.batch_id for r in results] == list(range(-len(results), 0)) and len(results) > 2
     assert rebuilt.read(spark, "quarantine").count() == expected.rejected
     assert rebuilt.read(spark, "events").count() == streamed.read(spark, "events").count()

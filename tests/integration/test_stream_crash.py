@@ -34,6 +34,15 @@ def start_job(config_path, log_path, *extra: str) -> subprocess.Popen:
     )
 
 
+def wait_for_line(job: subprocess.Popen, log, text: str, timeout_s: float = 300) -> None:
+    """Poll the job's log until it holds ``text``; fail if the job dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert job.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in the job's log in time"
+        time.sleep(0.5)
+
+
 def test_killed_stream_restarts_without_losing_or_double_counting(
     kafka_stack, base_config, spark, tmp_path
 ):
@@ -54,11 +63,7 @@ def test_killed_stream_restarts_without_losing_or_double_counting(
     log = tmp_path / "job.log"
     job = start_job(config_path, log)
     try:
-        deadline = time.monotonic() + 300
-        while "stream_features: batch 1:" not in log.read_text(errors="replace"):
-            assert job.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "no batch completed in time"
-            time.sleep(0.5)
+        wait_for_line(job, log, "stream_features: batch 1:")
         time.sleep(2.0)  # somewhere inside the next batch's writes
     finally:
         os.killpg(job.pid, signal.SIGKILL)
@@ -102,11 +107,7 @@ def test_a_signal_stops_the_live_stream_cleanly(kafka_stack, base_config, spark,
     log = tmp_path / "job.log"
     job = start_job(config_path, log)
     try:
-        deadline = time.monotonic() + 300
-        while "stream_features: batch 0:" not in log.read_text(errors="replace"):
-            assert job.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "no batch completed in time"
-            time.sleep(0.5)
+        wait_for_line(job, log, "stream_features: batch 0:")
         if sig == signal.SIGINT:  # as a terminal sends Ctrl-C: to the whole process group
             os.killpg(job.pid, sig)
         else:  # as a scheduler stops a job: to its main process (the JVM would stop itself)

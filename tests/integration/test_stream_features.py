@@ -206,6 +206,18 @@ def test_daily_and_features_reflect_only_valid_events(scenario, spark):
     )
 
 
+def round_2_records(spark, cfg):
+    """Batch 1 is round 2: the records after round 1's offsets."""
+    return (
+        spark.read.format("kafka")
+        .options(**spark_options(cfg.kafka))
+        .option("subscribe", cfg.kafka.topics.events)
+        .option("startingOffsets", "earliest")
+        .load()
+        .where(F.col("offset") >= len(ROUND_1))
+    )
+
+
 def test_replaying_a_committed_batch_changes_no_table(scenario, spark):
     """Crash after every write of batch 1 but before its bookkeeping row: replay changes nothing."""
     cfg, store, _ = scenario
@@ -215,15 +227,7 @@ def test_replaying_a_committed_batch_changes_no_table(scenario, spark):
     }
     checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / cfg.stream_features.checkpoint_name)
     app = app_id(checkpoint)
-    # Batch 1 is round 2: the records after round 1's offsets.
-    raw = (
-        spark.read.format("kafka")
-        .options(**spark_options(cfg.kafka))
-        .option("subscribe", cfg.kafka.topics.events)
-        .option("startingOffsets", "earliest")
-        .load()
-        .where(F.col("offset") >= len(ROUND_1))
-    )
+    raw = round_2_records(spark, cfg)
     rules = IngestRules(max_value_bytes=MAX_BYTES)
     assert process_batch(spark, store, raw, 1, rules, app).skipped  # complete batches are skipped
 
@@ -246,14 +250,7 @@ def test_a_batch_whose_bookkeeping_row_beat_one_of_its_appends_is_redone(scenari
     before = {t: store.read(spark, t).collect() for t in TABLES}
     checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / cfg.stream_features.checkpoint_name)
     app = app_id(checkpoint)
-    raw = (
-        spark.read.format("kafka")
-        .options(**spark_options(cfg.kafka))
-        .option("subscribe", cfg.kafka.topics.events)
-        .option("startingOffsets", "earliest")
-        .load()
-        .where(F.col("offset") >= len(ROUND_1))
-    )
+    raw = round_2_records(spark, cfg)
     rules = IngestRules(max_value_bytes=MAX_BYTES)
     features = DeltaTable.forPath(spark, store.path("user_features"))
     features.delete(F.col("batch_id") == 1)
