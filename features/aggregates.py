@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from features.events import EVENT_TYPES, utc_date
@@ -124,8 +124,9 @@ def merge_daily(a: DataFrame, b: DataFrame) -> DataFrame:
     return collapse_daily(a.select(*DAILY_COLUMNS).unionByName(b.select(*DAILY_COLUMNS)))
 
 
-def lifetime_aggregates(daily: DataFrame) -> DataFrame:
-    """Per-user lifetime totals and first/last dates from daily_activity rows.
+def lifetime_aggregates(daily: DataFrame, by: Sequence[str] = ()) -> DataFrame:
+    """Per-user lifetime totals and first/last dates from daily_activity rows (per user and
+    ``by`` when given: LIFETIME_COLUMNS, then the ``by`` columns).
 
     n_active_days counts daily rows, so it adds across merges only if each (user, day) is
     passed once: when a batch only adds counts to a day already stored, the job must not
@@ -133,7 +134,8 @@ def lifetime_aggregates(daily: DataFrame) -> DataFrame:
     Every other column merges safely however the days are split.
     """
     aggregates, output = _lifetime_columns(daily.sparkSession.sparkContext.applicationId)
-    return daily.groupBy(F.col("user_id")).agg(*aggregates).select(*output)
+    extra = [F.col(c) for c in by]
+    return daily.groupBy(F.col("user_id"), *extra).agg(*aggregates).select(*output, *extra)
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,6 +153,26 @@ def _lifetime_columns(_app_id: str) -> tuple[list[Column], list[Column]]:
         F.max(F.col("last_event_time")).alias("last_event_time"),
     ]
     return aggregates, [F.col(c) for c in LIFETIME_COLUMNS]
+
+
+def running_lifetime(partials: DataFrame, order: str) -> DataFrame:
+    """Each row's lifetime totals merged with those of the same user's earlier rows by
+    ``order``: lifetime_aggregates per period in, lifetime up to each period out. Rows whose
+    aggregates are null (keys asked for, no activity of their own) take the earlier rows'.
+    One pass over the partials sorted per user (Spark's running frames are incremental)."""
+    before = (
+        Window.partitionBy(F.col("user_id"))
+        .orderBy(F.col(order))
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    merged = {
+        **{c: F.sum(F.col(c)).over(before) for c in LIFETIME_ADD_COLUMNS},
+        **{c: F.min(F.col(c)).over(before) for c in LIFETIME_MIN_COLUMNS},
+        **{c: F.max(F.col(c)).over(before) for c in LIFETIME_MAX_COLUMNS},
+    }
+    return partials.select(
+        *[merged[c].alias(c) if c in merged else F.col(c) for c in partials.columns]
+    )
 
 
 def merge_lifetime(a: DataFrame, b: DataFrame) -> DataFrame:

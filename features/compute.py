@@ -26,6 +26,10 @@ def _window_sums() -> tuple[WindowSum, ...]:
     return tuple(dict.fromkeys(ws for f in FEATURES for ws in f.window_sums))
 
 
+# The longest window any feature reads (a 30-day trend reads 60 days, a 90-day window 90).
+LOOKBACK_DAYS = max(ws.lookback_days for ws in _window_sums())
+
+
 def daily_before(daily: DataFrame, as_of: date) -> DataFrame:
     """Daily rows strictly before as_of: the only daily data a feature as of as_of may see."""
     return daily.where(F.col("activity_date") < F.lit(as_of))
@@ -47,12 +51,23 @@ def compute_features(daily: DataFrame, lifetime: DataFrame, as_of: date) -> Data
     """
     if isinstance(as_of, datetime):
         raise TypeError("as_of is a date: features as of a day use the days before it")
-    c = _columns(daily.sparkSession.sparkContext.applicationId, (*lifetime.columns, AS_OF))
     on = F.lit(as_of).alias(AS_OF)
-    recent = daily.select(F.col("*"), on).where(c.recent).select(F.col("*"), c.active_day)
-    windowed = recent.groupBy(F.col("user_id")).agg(*c.sums)
+    return features_as_of(daily.select(F.col("*"), on), lifetime.select(F.col("*"), on))
+
+
+def features_as_of(daily: DataFrame, lifetime: DataFrame) -> DataFrame:
+    """compute_features for many dates at once: both inputs carry the date in column AS_OF.
+
+    One vector per row of `lifetime` (a user's totals from the days before its AS_OF); the
+    window sums read the `daily` rows of the same user and AS_OF. A daily row may appear
+    under several dates (training sets build one copy per cutoff whose windows hold it).
+    """
+    c = _columns(daily.sparkSession.sparkContext.applicationId, tuple(lifetime.columns))
+    key = [F.col("user_id"), F.col(AS_OF)]
+    recent = daily.where(c.recent).select(F.col("*"), c.active_day)
+    windowed = recent.groupBy(*key).agg(*c.sums)
     # A user with no daily rows in the lookback has no `windowed` row: their sums are 0.
-    filled = lifetime.select(F.col("*"), on).join(windowed, on="user_id", how="left")
+    filled = lifetime.join(windowed, on=["user_id", AS_OF], how="left")
     return filled.select(*c.filled).select(*c.output)
 
 
@@ -72,8 +87,7 @@ def _columns(app_id: str, lifetime_columns: tuple[str, ...]) -> _Columns:
     Building them costs about 12,000 Py4J calls (1.1 s a batch in the stream, where they
     were the feature step's largest part); Columns are unresolved expressions, so the same
     ones serve every DataFrame of the application (docs/decisions.md, decision 28). They
-    read as_of from the column ``AS_OF`` that compute_features adds, so one set serves
-    every as_of too (decision 33).
+    read as_of from the column ``AS_OF``, so one set serves every as_of too (decision 33).
     """
     sums = _window_sums()
     lookback = max(ws.lookback_days for ws in sums)

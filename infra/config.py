@@ -277,8 +277,6 @@ class TrainingConfig(_Model):
     """Drop cutoffs whose label window reaches the next split's first cutoff (an embargo)."""
     lightgbm: TrainingLightGBM = TrainingLightGBM()
     gate: TrainingGate = TrainingGate()
-    build_threads: int = Field(2, ge=1)
-    """Cutoffs whose rows Spark builds at the same time."""
     shap_rows: int = Field(1000, ge=10)
     """Test rows explained (pred_contrib) for the SHAP plot."""
     state_dir: Path = Path(".local/training")

@@ -40,11 +40,8 @@ from features.aggregates import (
     collapse_daily,
     lifetime_aggregates,
 )
-from features.registry import FEATURES
+from features.compute import LOOKBACK_DAYS
 from store.tables import BATCH_COLUMNS, FeatureStore
-
-# The longest window any feature reads (a 30-day trend reads 60 days, a 90-day window 90).
-LOOKBACK_DAYS = max(ws.lookback_days for f in FEATURES for ws in f.window_sums)
 
 
 def combine(

@@ -128,7 +128,6 @@ def run_rows(spark: SparkSession, cfg: Config, run_id: str) -> dict[str, pd.Data
         sorted({d for days in cutoffs.values() for d in days}),
         lookback_days=int(lineage["lookback_days"]),
         horizon_days=int(lineage["horizon_days"]),
-        threads=cfg.training.build_threads,
     )
     parts = split_frame(rows, CutoffSplit(cutoffs["train"], cutoffs["valid"], cutoffs["test"]))
     got = {s: len(p) for s, p in parts.items()}

@@ -1,7 +1,7 @@
 """One training run, end to end: `train(spark, cfg)`.
 
 read the daily table at one Delta version -> cutoffs -> out-of-time split -> point-in-time
-rows (Spark, collected per cutoff) -> LightGBM + baselines -> test metrics -> MLflow run
+rows (one Spark job for every cutoff) -> LightGBM + baselines -> test metrics -> MLflow run
 (params, lineage, metrics, plots, model) -> register -> `challenger` -> gate -> maybe
 `champion`. jobs/train.py, the scheduler and the demo all call `train`.
 """
@@ -9,7 +9,6 @@ rows (Spark, collected per cutoff) -> LightGBM + baselines -> test metrics -> ML
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -70,32 +69,19 @@ def plan_split(first_day: date, data_end: date, t: TrainingConfig) -> CutoffSpli
 
 
 def collect_rows(
-    daily: DataFrame,
-    cutoffs: list[date],
-    *,
-    lookback_days: int,
-    horizon_days: int,
-    threads: int = 2,
+    daily: DataFrame, cutoffs: list[date], *, lookback_days: int, horizon_days: int
 ) -> pd.DataFrame:
-    """training_set rows as pandas: one Spark job per cutoff, `threads` jobs at a time.
+    """training_set rows as pandas: one Spark job for every cutoff, then a line per cutoff.
 
-    Per cutoff rather than one union, and from threads (Spark runs jobs submitted from
-    several threads concurrently): measured on 2 cores, 6 cutoffs took 25 s one by one and
-    15 s two at a time; 10 cutoffs as one union plan took 41 s (10x the analysis work).
+    One plan whose work grows linearly with the rows and the cutoffs (docs/decisions.md,
+    decision 37); it replaced a job per cutoff, whose planning and whole-history scans cost
+    2-5 s each.
     """
-
-    def one(cutoff: date) -> pd.DataFrame:
-        t0 = time.monotonic()
-        part: pd.DataFrame = training_set(
-            daily, [cutoff], lookback_days=lookback_days, horizon_days=horizon_days
-        ).toPandas()
-        rate = part[LABEL].mean() if len(part) else float("nan")
-        say(f"  cutoff {cutoff}: {len(part)} rows, churn {rate:.1%}, {time.monotonic() - t0:.1f}s")
-        return part
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        frames = list(pool.map(one, cutoffs))
-    rows = pd.concat(frames, ignore_index=True)
+    rows = (
+        training_set(daily, cutoffs, lookback_days=lookback_days, horizon_days=horizon_days)
+        .toArrow()
+        .to_pandas()
+    )
     rows[FEATURE_NAMES] = rows[FEATURE_NAMES].astype("float64")
     rows[LABEL] = rows[LABEL].astype("int64")
     if rows.duplicated(list(SPINE_KEY)).any():
@@ -103,6 +89,9 @@ def collect_rows(
             "training rows are not unique per (user_id, cutoff): "
             "is the daily table one row per (user, day)?"
         )
+    rows = rows.sort_values(list(SPINE_KEY)[::-1], kind="stable", ignore_index=True)
+    for cutoff, part in rows.groupby("cutoff", sort=True):
+        say(f"  cutoff {cutoff}: {len(part)} rows, churn {part[LABEL].mean():.1%}")
     return rows
 
 
@@ -174,7 +163,6 @@ def train(spark: SparkSession, cfg: Config, *, table_version: int | None = None)
                 cutoffs,
                 lookback_days=t.lookback_days,
                 horizon_days=t.horizon_days,
-                threads=t.build_threads,
             )
             info["rows"] = len(rows)
     finally:

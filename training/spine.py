@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 LABEL = "churned"
@@ -75,19 +75,26 @@ def _cutoff_array(cutoffs: Sequence[date]) -> list[date]:
     return sorted(set(cutoffs))
 
 
+def days_before(
+    spark: SparkSession, cutoffs: Sequence[date], days: int, name: str = "cutoff"
+) -> DataFrame:
+    """(activity_date, ``name``): each cutoff paired with each of the ``days`` days before it.
+
+    A small table (cutoffs x days rows), built on the driver from the dates alone and joined
+    by broadcast: a daily row meets only the cutoffs whose window holds it, so the work grows
+    with the rows and the window, not with rows x cutoffs (docs/decisions.md, decision 37).
+    """
+    pairs = [(c - timedelta(days=n), c) for c in _cutoff_array(cutoffs) for n in range(1, days + 1)]
+    return F.broadcast(spark.createDataFrame(pairs, f"activity_date date, {name} date"))
+
+
 def spine(daily: DataFrame, cutoffs: Sequence[date], lookback_days: int) -> DataFrame:
     """(user_id, cutoff): every user with an active day in [cutoff - lookback_days, cutoff)."""
-    days = _cutoff_array(cutoffs)
-    day, cutoff = F.col("activity_date"), F.col("cutoff")
-    first = days[0] - timedelta(days=lookback_days)
+    window = days_before(daily.sparkSession, cutoffs, lookback_days)
     return (
-        daily.where((F.col("n_events") > 0) & (day >= F.lit(first)) & (day < F.lit(days[-1])))
-        .select(
-            F.col("user_id"),
-            day,
-            F.explode(F.array(*[F.lit(c) for c in days])).alias("cutoff"),
-        )
-        .where((day < cutoff) & (day >= F.date_sub(cutoff, lookback_days)))
+        daily.where(F.col("n_events") > 0)
+        .select(F.col("user_id"), F.col("activity_date"))
+        .join(window, on="activity_date")
         .select(F.col("user_id"), F.col("cutoff"))
         .distinct()
     )
@@ -95,25 +102,32 @@ def spine(daily: DataFrame, cutoffs: Sequence[date], lookback_days: int) -> Data
 
 def label(daily: DataFrame, spine_rows: DataFrame, horizon_days: int) -> DataFrame:
     """(user_id, cutoff, churned): churned = 1 when the user has no active day in
-    [cutoff, cutoff + horizon_days). The caller keeps only labelled cutoffs."""
-    s = spine_rows.alias("s")
-    d = (
-        daily.where(F.col("n_events") > 0)
-        .select(F.col("user_id"), F.col("activity_date"))
-        .alias("d")
+    [cutoff, cutoff + horizon_days). The caller keeps only labelled cutoffs.
+
+    Each user's active days and cutoffs in one sorted pass, newest first: a cutoff's running
+    minimum is the user's first active day on or after it."""
+    active = daily.where(F.col("n_events") > 0).select(
+        F.col("user_id"),
+        F.col("activity_date").alias("_day"),
+        F.col("activity_date").alias("_active"),
+        F.lit(1).alias("_kind"),
     )
-    after = (
-        (F.col("d.user_id") == F.col("s.user_id"))
-        & (F.col("d.activity_date") >= F.col("s.cutoff"))
-        & (F.col("d.activity_date") < F.date_add(F.col("s.cutoff"), horizon_days))
+    asked = spine_rows.select(
+        F.col("user_id"),
+        F.col("cutoff").alias("_day"),
+        F.lit(None).cast("date").alias("_active"),
+        F.lit(0).alias("_kind"),  # after the active day of its own date in this order
     )
+    newest_first = (
+        Window.partitionBy(F.col("user_id"))
+        .orderBy(F.col("_day").desc(), F.col("_kind").desc())
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    nxt = F.min(F.col("_active")).over(newest_first)
+    churned = nxt.isNull() | (nxt >= F.date_add(F.col("_day"), horizon_days))
     return (
-        s.join(d, on=after, how="left")
-        .groupBy(F.col("s.user_id").alias("user_id"), F.col("s.cutoff").alias("cutoff"))
-        .agg(F.count(F.col("d.activity_date")).alias("active_days_after"))
-        .select(
-            F.col("user_id"),
-            F.col("cutoff"),
-            (F.col("active_days_after") == 0).cast("int").alias(LABEL),
-        )
+        active.unionByName(asked)
+        .select(F.col("user_id"), F.col("_day"), F.col("_kind"), churned.alias(LABEL))
+        .where(F.col("_kind") == 0)
+        .select(F.col("user_id"), F.col("_day").alias("cutoff"), F.col(LABEL).cast("int"))
     )

@@ -67,7 +67,6 @@ def split_rows(daily: DataFrame, t: Any) -> tuple[Any, dict[str, pd.DataFrame]]:
             sorted({*split.train, *split.valid, *split.test}),
             lookback_days=t.lookback_days,
             horizon_days=t.horizon_days,
-            threads=t.build_threads,
         )
     finally:
         daily.unpersist()

@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
+from features.compute import compute_features, lifetime_as_of
 from features.registry import FEATURE_NAMES
 from sources.simulator import SimulationConfig
-from training.dataset import features_at
 from training.model import fit_lightgbm, lightgbm_params, predict
 from training.pipeline import fit_and_evaluate
 
@@ -92,7 +92,8 @@ def test_a_user_whose_activity_stops_scores_higher_than_one_who_stays(make_daily
     cutoff = date(2024, 6, 3)
     users = {"stays": 0, "quiet-7d": 7, "quiet-14d": 14, "quiet-21d": 21}
     daily = make_daily([row for u, silent in users.items() for row in _user(u, cutoff, silent)])
-    x = features_at(daily, cutoff).toPandas().set_index("user_id").loc[list(users)]
+    vectors = compute_features(daily, lifetime_as_of(daily, cutoff), cutoff)
+    x = vectors.toPandas().set_index("user_id").loc[list(users)]
     scores = dict(zip(users, predict(fitted.booster, x[FEATURE_NAMES]), strict=True))
     print(f"\nscores: {scores}")
     assert scores["quiet-7d"] > scores["stays"]
