@@ -13,6 +13,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -68,6 +71,51 @@ def daily_activity(events: DataFrame) -> DataFrame:
     """
     c = _daily_columns(events.sparkSession.sparkContext.applicationId)
     return events.groupBy(*c[0]).agg(*c[1]).select(*c[2])
+
+
+def daily_in_memory(events: pd.DataFrame) -> pa.Table:
+    """daily_activity(events).toArrow() without Spark, on a pandas frame of valid events
+    (user_id, event_type, event_time in UTC, amount, quantity; other columns ignored). The
+    stream runs it on the batch rows its driver already holds (docs/decisions.md, decision
+    38); a test holds it equal to daily_activity."""
+    kind = events["event_type"].to_numpy()
+    amount = events["amount"].fillna(0.0).to_numpy()
+    purchase = kind == "purchase"
+    times = events["event_time"]
+    micros = times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    rows = pd.DataFrame(
+        {
+            "user_id": events["user_id"].to_numpy(),
+            "activity_date": micros.astype("datetime64[D]").astype("int32"),  # days since 1970
+            **{f"n_{t}": (kind == t).astype("int64") for t in EVENT_TYPES},
+            "n_events": np.ones(len(events), dtype="int64"),
+            "amount_purchase": np.where(purchase, amount, 0.0),
+            "amount_refund": np.where(kind == "refund", amount, 0.0),
+            "n_items_purchased": np.where(purchase, events["quantity"].fillna(1), 0).astype(
+                "int64"
+            ),
+            "first_event_time": micros,
+            "last_event_time": micros,
+        }
+    )
+    by_day = rows.groupby(list(DAILY_KEY), sort=False)
+    daily = pd.concat(
+        [
+            by_day[list(DAILY_ADD_COLUMNS)].sum(),
+            by_day[list(DAILY_MIN_COLUMNS)].min(),
+            by_day[list(DAILY_MAX_COLUMNS)].max(),
+        ],
+        axis=1,
+    ).reset_index()
+    utc = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "user_id": pa.array(daily["user_id"], pa.string()),
+            "activity_date": pa.array(daily["activity_date"], pa.int32()).cast(pa.date32()),
+            **{c: pa.array(daily[c]) for c in DAILY_ADD_COLUMNS},
+            **{c: pa.array(daily[c]).cast(utc) for c in (*DAILY_MIN_COLUMNS, *DAILY_MAX_COLUMNS)},
+        }
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -153,6 +201,28 @@ def _lifetime_columns(_app_id: str) -> tuple[list[Column], list[Column]]:
         F.max(F.col("last_event_time")).alias("last_event_time"),
     ]
     return aggregates, [F.col(c) for c in LIFETIME_COLUMNS]
+
+
+def lifetime_in_memory(daily: pd.DataFrame) -> pd.DataFrame:
+    """lifetime_aggregates on a pandas frame: daily rows indexed by (user_id, activity_date),
+    dates as datetime64; one row per user_id (the index), LIFETIME_COLUMNS. The stream runs
+    it on each batch's partials, where a Spark job costs far more than the data
+    (docs/decisions.md, decision 38); a test holds it equal to lifetime_aggregates."""
+    day = daily.index.get_level_values("activity_date")
+    rows = daily.assign(
+        first_active_date=day,
+        last_active_date=day,
+        last_purchase_date=day.where(daily["n_purchase"].to_numpy() > 0),
+        last_session_date=day.where(daily["n_session_start"].to_numpy() > 0),
+        n_active_days=1,
+    )
+    by_user = rows.groupby(level="user_id", sort=False)
+    parts = [
+        by_user[list(LIFETIME_ADD_COLUMNS)].sum(),
+        by_user[list(LIFETIME_MIN_COLUMNS)].min(),
+        by_user[list(LIFETIME_MAX_COLUMNS)].max(),
+    ]
+    return pd.concat(parts, axis=1)[[c for c in LIFETIME_COLUMNS if c not in LIFETIME_KEY]]
 
 
 def running_lifetime(partials: DataFrame, order: str) -> DataFrame:

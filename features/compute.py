@@ -11,11 +11,14 @@ import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.aggregates import lifetime_aggregates
-from features.registry import ACTIVE_DAY, FEATURES, WindowSum
+from features.registry import ACTIVE_DAY, FEATURES, Inputs, WindowSum
 
 OUTPUT_KEY: tuple[str, ...] = ("user_id", "as_of")
 AS_OF = "_as_of"  # the as_of date as a column, so that one set of expressions serves every date
@@ -28,6 +31,17 @@ def _window_sums() -> tuple[WindowSum, ...]:
 
 # The longest window any feature reads (a 30-day trend reads 60 days, a 90-day window 90).
 LOOKBACK_DAYS = max(ws.lookback_days for ws in _window_sums())
+
+
+_ARROW_TYPES = {"bigint": pa.int64(), "int": pa.int32(), "double": pa.float64()}
+# compute_features' output as Arrow: what features_in_memory returns.
+FEATURES_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string()),
+        pa.field("as_of", pa.date32()),
+        *[pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in FEATURES],
+    ]
+)
 
 
 def daily_before(daily: DataFrame, as_of: date) -> DataFrame:
@@ -116,3 +130,45 @@ def _columns(app_id: str, lifetime_columns: tuple[str, ...]) -> _Columns:
             *[feature.column(as_of) for feature in FEATURES],
         ],
     )
+
+
+def features_in_memory(daily: pd.DataFrame, lifetime: pd.DataFrame, as_of: date) -> pa.Table:
+    """compute_features without Spark, on pandas frames: the feature stream's hot state.
+
+    ``daily`` holds one row per (user_id, activity_date) (its index), ``lifetime`` one row
+    per user_id (its index), dates as datetime64, under the same rules as compute_features:
+    window Nd covers the days in [as_of - N, as_of), a user without rows in it gets 0, and
+    ``lifetime`` must come from days before as_of. The formulas are the registry's, evaluated
+    on numpy arrays (docs/decisions.md, decision 38): about 10 ms for 3,000 users, where a
+    Spark job costs 0.7-2 s to plan and run. One row per row of ``lifetime``.
+    """
+    if isinstance(as_of, datetime):
+        raise TypeError("as_of is a date: features as of a day use the days before it")
+    day = np.datetime64(as_of, "D")
+    users = lifetime.index
+    if len(daily):
+        codes = users.get_indexer(daily.index.get_level_values("user_id"))
+        dates = daily.index.get_level_values("activity_date").to_numpy(dtype="datetime64[D]")
+        age = (day - dates) // np.timedelta64(1, "D")
+        known = codes >= 0
+        columns = {c: daily[c].to_numpy() for c in daily.columns}
+        columns[ACTIVE_DAY] = (columns["n_events"] > 0).astype(np.int64)
+    sums: dict[str, np.ndarray] = {}
+    for ws in _window_sums():
+        if not len(daily):
+            sums[ws.alias] = np.zeros(len(users), dtype=np.int64)
+            continue
+        rows = known & (age > ws.offset_days) & (age <= ws.offset_days + ws.days)
+        values = columns[ws.column]
+        total = np.bincount(codes[rows], weights=values[rows], minlength=len(users))
+        sums[ws.alias] = total.astype(values.dtype)
+    inputs = Inputs(sums, lifetime, day)
+    arrays = [
+        pa.array(users.to_numpy(dtype=object), pa.string()),
+        pa.array(np.full(len(users), day), pa.date32()),
+    ]
+    for feature in FEATURES:
+        values, valid = feature.formula.values(inputs)
+        kind = _ARROW_TYPES[feature.dtype]
+        arrays.append(pa.array(values.astype(kind.to_pandas_dtype()), kind, mask=~valid))
+    return pa.Table.from_arrays(arrays, schema=FEATURES_SCHEMA)

@@ -1,5 +1,6 @@
-"""The feature registry: one declarative list that generates the Spark expressions, the model's
-feature schema (FEATURE_NAMES) and docs/features.md.
+"""The feature registry: one declarative list that generates the Spark expressions, the
+stream's in-memory evaluation of the same formulas, the model's feature schema
+(FEATURE_NAMES) and docs/features.md.
 
 A feature reads window sums of daily columns (WindowSum, summed over [as_of - offset - days,
 as_of - offset)), columns of the lifetime table, and the as_of date. Conventions, chosen so
@@ -12,9 +13,10 @@ that LightGBM sees "nothing happened" and "undefined" differently:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
@@ -58,76 +60,187 @@ class WindowSum:
         return self.days + self.offset_days
 
 
+# A formula's value on the stream's in-memory frames: values, and where they are not null.
+Values = tuple[np.ndarray, np.ndarray]
+
+
 @dataclass(frozen=True)
-class Feature:
-    """One model input. `expr(as_of)` builds it from window sums (by alias, nulls already 0),
-    lifetime columns and the as_of date column; `window_sums` lists the sums it reads.
-    Expressions are built lazily: no Column exists before a SparkSession does."""
+class Inputs:
+    """What a formula reads outside Spark: window sums by alias (0 where no activity), the
+    lifetime columns (one row per user, dates as datetime64) and the as_of date."""
+
+    sums: dict[str, np.ndarray]
+    lifetime: pd.DataFrame
+    as_of: np.datetime64
+
+
+class Formula:
+    """A feature's formula. One definition, two evaluations: ``spark`` builds the Column that
+    backfills and training sets use, ``values`` computes the same on numpy arrays for the
+    stream's hot state (docs/decisions.md, decision 38). Nulls follow Spark's rules."""
+
+    def spark(self, as_of: Column) -> Column:
+        raise NotImplementedError
+
+    def values(self, inputs: Inputs) -> Values:
+        raise NotImplementedError
+
+    def window_sums(self) -> tuple[WindowSum, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Sum(Formula):
+    """A window sum (0 when the window has no activity)."""
+
+    ws: WindowSum
+
+    def spark(self, as_of: Column) -> Column:
+        return F.col(self.ws.alias)
+
+    def values(self, inputs: Inputs) -> Values:
+        v = inputs.sums[self.ws.alias]
+        return v, np.ones(len(v), dtype=bool)
+
+    def window_sums(self) -> tuple[WindowSum, ...]:
+        return (self.ws,)
+
+
+@dataclass(frozen=True)
+class Col(Formula):
+    """A column of the lifetime table."""
 
     name: str
-    description: str
-    dtype: str
-    window_days: int | None
-    expr: Callable[[Column], Column] = field(repr=False, compare=False)
-    window_sums: tuple[WindowSum, ...] = ()
 
-    def column(self, as_of: Column) -> Column:
-        return self.expr(as_of).cast(self.dtype).alias(self.name)
+    def spark(self, as_of: Column) -> Column:
+        return F.col(self.name)
+
+    def values(self, inputs: Inputs) -> Values:
+        s = inputs.lifetime[self.name]
+        return s.to_numpy(na_value=0), s.notna().to_numpy()
+
+
+@dataclass(frozen=True)
+class DaysSince(Formula):
+    """as_of minus a date column of the lifetime table, in days (null: no such date)."""
+
+    name: str
+
+    def spark(self, as_of: Column) -> Column:
+        return F.datediff(as_of, F.col(self.name))
+
+    def values(self, inputs: Inputs) -> Values:
+        s = inputs.lifetime[self.name]
+        valid = s.notna().to_numpy()
+        dates = np.where(valid, s.to_numpy(dtype="datetime64[D]"), inputs.as_of)
+        return (inputs.as_of - dates).astype("timedelta64[D]").astype(np.int32), valid
+
+
+@dataclass(frozen=True)
+class Ratio(Formula):
+    """numerator / denominator as a double; null when the denominator is 0 or null."""
+
+    numerator: Formula
+    denominator: Formula
+
+    def spark(self, as_of: Column) -> Column:
+        return _ratio(self.numerator.spark(as_of), self.denominator.spark(as_of))
+
+    def values(self, inputs: Inputs) -> Values:
+        return _ratio_values(self.numerator.values(inputs), self.denominator.values(inputs))
+
+    def window_sums(self) -> tuple[WindowSum, ...]:
+        return self.numerator.window_sums() + self.denominator.window_sums()
+
+
+@dataclass(frozen=True)
+class Trend(Formula):
+    """(current - previous) / (current + previous); 0 when both are 0."""
+
+    current: WindowSum
+    previous: WindowSum
+
+    def spark(self, as_of: Column) -> Column:
+        c, p = F.col(self.current.alias), F.col(self.previous.alias)
+        return F.coalesce(_ratio(c - p, c + p), F.lit(0.0))
+
+    def values(self, inputs: Inputs) -> Values:
+        c, p = inputs.sums[self.current.alias], inputs.sums[self.previous.alias]
+        everywhere = np.ones(len(c), dtype=bool)
+        ratio, valid = _ratio_values((c - p, everywhere), (c + p, everywhere))
+        return np.where(valid, ratio, 0.0), everywhere
+
+    def window_sums(self) -> tuple[WindowSum, ...]:
+        return (self.current, self.previous)
 
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator != 0, numerator / denominator)
 
 
+def _ratio_values(numerator: Values, denominator: Values) -> Values:
+    (n, n_ok), (d, d_ok) = numerator, denominator
+    valid = n_ok & d_ok & (d != 0)
+    out = np.zeros(len(n), dtype=np.float64)
+    np.divide(n.astype(np.float64), d.astype(np.float64), out=out, where=valid)
+    return out, valid
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: a formula over window sums, lifetime columns and the as_of date,
+    cast to ``dtype``."""
+
+    name: str
+    description: str
+    dtype: str
+    window_days: int | None
+    formula: Formula = field(repr=False, compare=False)
+
+    @property
+    def window_sums(self) -> tuple[WindowSum, ...]:
+        return self.formula.window_sums()
+
+    def column(self, as_of: Column) -> Column:
+        return self.formula.spark(as_of).cast(self.dtype).alias(self.name)
+
+
 def _window_sum(column: str, days: int, dtype: str, description: str, name: str = "") -> Feature:
-    ws = WindowSum(column, days)
     return Feature(
         name=name or f"{column}_{days}d",
         description=description,
         dtype=dtype,
         window_days=days,
-        expr=lambda _as_of: F.col(ws.alias),
-        window_sums=(ws,),
+        formula=Sum(WindowSum(column, days)),
     )
 
 
 def _window_ratio(name: str, num: str, den: str, days: int, description: str) -> Feature:
-    n, d = WindowSum(num, days), WindowSum(den, days)
     return Feature(
         name=name,
         description=description,
         dtype="double",
         window_days=days,
-        expr=lambda _as_of: _ratio(F.col(n.alias), F.col(d.alias)),
-        window_sums=(n, d),
+        formula=Ratio(Sum(WindowSum(num, days)), Sum(WindowSum(den, days))),
     )
 
 
 def _trend(column: str, days: int, what: str, label: str = "") -> Feature:
-    cur, prev = WindowSum(column, days), WindowSum(column, days, offset_days=days)
-
-    def expr(_as_of: Column) -> Column:
-        c, p = F.col(cur.alias), F.col(prev.alias)
-        return F.coalesce(_ratio(c - p, c + p), F.lit(0.0))
-
     return Feature(
         name=f"trend_{label or column}_{days}d",
         description=f"{what}: (last {days}d - previous {days}d) / (sum of both); 0 if both 0.",
         dtype="double",
         window_days=days,
-        expr=expr,
-        window_sums=(cur, prev),
+        formula=Trend(WindowSum(column, days), WindowSum(column, days, offset_days=days)),
     )
 
 
-def _lifetime(name: str, dtype: str, description: str, expr: Callable[[], Column]) -> Feature:
-    return Feature(name, description, dtype, None, lambda _as_of: expr())
+def _lifetime(name: str, dtype: str, description: str, formula: Formula) -> Feature:
+    return Feature(name, description, dtype, None, formula)
 
 
 def _days_since(name: str, date_column: str, description: str) -> Feature:
-    return Feature(
-        name, description, "int", None, lambda as_of: F.datediff(as_of, F.col(date_column))
-    )
+    return Feature(name, description, "int", None, DaysSince(date_column))
 
 
 def _build() -> tuple[Feature, ...]:
@@ -221,77 +334,72 @@ def _build() -> tuple[Feature, ...]:
         ),
         _days_since("tenure_days", "first_active_date", "as_of - first active date, in days."),
     ]
-    col = F.col
     features += [
         _lifetime(
             "n_active_days_lifetime",
             "bigint",
             "Distinct active days.",
-            lambda: col("n_active_days"),
+            Col("n_active_days"),
         ),
         Feature(
             "active_day_ratio_lifetime",
             "Active days / tenure days; null when tenure is 0.",
             "double",
             None,
-            lambda as_of: _ratio(col("n_active_days"), F.datediff(as_of, col("first_active_date"))),
+            Ratio(Col("n_active_days"), DaysSince("first_active_date")),
         ),
-        _lifetime("n_events_lifetime", "bigint", "Events of any type.", lambda: col("n_events")),
+        _lifetime("n_events_lifetime", "bigint", "Events of any type.", Col("n_events")),
         _lifetime(
             "events_per_active_day_lifetime",
             "double",
             "Events per active day.",
-            lambda: _ratio(col("n_events"), col("n_active_days")),
+            Ratio(Col("n_events"), Col("n_active_days")),
         ),
         _lifetime(
             "n_session_start_lifetime",
             "bigint",
             "session_start events.",
-            lambda: col("n_session_start"),
+            Col("n_session_start"),
         ),
         _lifetime(
             "events_per_session_lifetime",
             "double",
             "Events per session_start; null without sessions.",
-            lambda: _ratio(col("n_events"), col("n_session_start")),
+            Ratio(Col("n_events"), Col("n_session_start")),
         ),
-        _lifetime("n_purchase_lifetime", "bigint", "purchase events.", lambda: col("n_purchase")),
-        _lifetime(
-            "amount_purchase_lifetime", "double", "Purchase amount.", lambda: col("amount_purchase")
-        ),
+        _lifetime("n_purchase_lifetime", "bigint", "purchase events.", Col("n_purchase")),
+        _lifetime("amount_purchase_lifetime", "double", "Purchase amount.", Col("amount_purchase")),
         _lifetime(
             "mean_purchase_amount_lifetime",
             "double",
             "Mean amount per purchase; null without purchases.",
-            lambda: _ratio(col("amount_purchase"), col("n_purchase")),
+            Ratio(Col("amount_purchase"), Col("n_purchase")),
         ),
         _lifetime(
             "n_items_purchased_lifetime",
             "bigint",
             "Items purchased.",
-            lambda: col("n_items_purchased"),
+            Col("n_items_purchased"),
         ),
-        _lifetime("n_refund_lifetime", "bigint", "refund events.", lambda: col("n_refund")),
-        _lifetime(
-            "amount_refund_lifetime", "double", "Refunded amount.", lambda: col("amount_refund")
-        ),
+        _lifetime("n_refund_lifetime", "bigint", "refund events.", Col("n_refund")),
+        _lifetime("amount_refund_lifetime", "double", "Refunded amount.", Col("amount_refund")),
         _lifetime(
             "refund_amount_ratio_lifetime",
             "double",
             "Refunded / purchased amount; null without purchase amount.",
-            lambda: _ratio(col("amount_refund"), col("amount_purchase")),
+            Ratio(Col("amount_refund"), Col("amount_purchase")),
         ),
         _lifetime(
             "n_support_contact_lifetime",
             "bigint",
             "support_contact events.",
-            lambda: col("n_support_contact"),
+            Col("n_support_contact"),
         ),
         _lifetime(
             "n_subscription_cancel_lifetime",
             "bigint",
             "subscription_cancel events.",
-            lambda: col("n_subscription_cancel"),
+            Col("n_subscription_cancel"),
         ),
     ]
     names = [f.name for f in features]

@@ -8,16 +8,19 @@ One batch, in order:
 
 1. parse, validate and reject future events (per record) and late events (behind the
    watermark minus the allowed lateness) in one map-only Spark job, cached; only the
-   verdict columns (ids, dates, reasons, Kafka coordinates) come to the driver, which
-   marks duplicates (in the batch, or already stored: the state holds the ids of every
-   event date a new event can still be accepted on). The rows themselves go from the
-   cache to the tables (docs/decisions.md, decision 31). The watermark is the slowest
-   Kafka partition's newest event time, so a replay whose partitions move through event
-   time at different speeds rejects nothing that live traffic would accept;
-2. the batch's daily and lifetime partials (features.aggregates) added to the state;
-3. features as of the clock's next midnight computed from the state for the users the
-   batch touched, or for every user when the as-of date moved (silence is a signal:
-   recency must grow for users who send nothing);
+   verdict columns (ids, dates, reasons, Kafka coordinates, the fields the daily partials
+   sum) come to the driver, which marks duplicates (in the batch, or already stored: the
+   state holds the ids of every event date a new event can still be accepted on). The
+   rows themselves go from the cache to the tables (docs/decisions.md, decision 31). The
+   watermark is the slowest Kafka partition's newest event time, so a replay whose
+   partitions move through event time at different speeds rejects nothing that live
+   traffic would accept;
+2. the batch's daily and lifetime partials (features.aggregates), computed on the driver
+   from the rows it holds, added to the state;
+3. features as of the clock's next midnight computed on the driver from the state, by the
+   registry's formulas (features.compute.features_in_memory), for the users the batch
+   touched, or for every user when the as-of date moved (silence is a signal: recency must
+   grow for users who send nothing);
 4. one append per table, each started in a thread as soon as its rows are known (so the
    quarantine and bronze are written while steps 2-3 run): rejected records -> the
    dead-letter topic and ``quarantine``; valid events -> ``events``; the daily partials ->
@@ -52,11 +55,12 @@ from pyspark.sql import functions as F
 from features.aggregates import (
     DAILY_COLUMNS,
     DAILY_KEY,
-    LIFETIME_KEY,
     daily_activity,
+    daily_in_memory,
     lifetime_aggregates,
+    lifetime_in_memory,
 )
-from features.compute import compute_features
+from features.compute import compute_features, features_in_memory
 from features.events import (
     EVENT_COLUMNS,
     apply_time_rules,
@@ -71,9 +75,7 @@ from store.state import (
     batch_written,
     frame,
     naive_utc,
-    nullable,
     stored_ids,
-    to_arrow,
 )
 from store.state import last_batch as last_batch
 from store.tables import BATCH_COLUMNS, FeatureStore, append, overwrite
@@ -87,8 +89,19 @@ BATCHES_SCHEMA = (
 )
 # The Kafka coordinates that name one record (duplicates are marked by them).
 COORDINATES = ("source_topic", "source_partition", "source_offset")
-# What the driver decides a batch with; the rows' other columns stay in Spark.
-VERDICT_COLUMNS = ("event_id", "user_id", "event_date", "event_time", "reject_reason", *COORDINATES)
+# What the driver decides a batch with, and builds its daily partials from
+# (features.aggregates.daily_in_memory); the rows' other columns stay in Spark.
+VERDICT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "event_type",
+    "event_time",
+    "amount",
+    "quantity",
+    "event_date",
+    "reject_reason",
+    *COORDINATES,
+)
 REJECT_COLUMNS = (
     "raw_key",
     "raw_value",
@@ -328,7 +341,7 @@ def _apply(
                 this_batch.alias("ingest_batch_id"),
             )
             start("events", lambda: append(bronze, store.path("events")))
-            partial_t = daily_activity(valid.select(*[F.col(c) for c in EVENT_COLUMNS])).toArrow()
+            partial_t = daily_in_memory(valid_rows)
             partial = frame(partial_t, DAILY_KEY)
             new_days = (
                 partial.index.difference(state.daily.index) if len(state.daily) else partial.index
@@ -338,11 +351,8 @@ def _apply(
             ]
             new_days = new_days.difference(_stored_days(spark, store, old, state.upto))
             counted = pd.Series(1, index=new_days).groupby(level="user_id").sum()
-            life_t = lifetime_aggregates(spark.createDataFrame(partial_t)).toArrow()
-            life = frame(life_t, LIFETIME_KEY)
+            life = lifetime_in_memory(partial)
             life["n_active_days"] = counted.reindex(life.index, fill_value=0).astype("int64")
-            state.daily_schema = state.daily_schema or nullable(partial_t.schema)
-            state.lifetime_schema = state.lifetime_schema or nullable(life_t.schema)
             state.add_daily(partial)
             state.add_lifetime(life)
             state.add_ids({d: set(g) for d, g in valid_rows.groupby("event_date")["event_id"]})
@@ -362,7 +372,7 @@ def _apply(
             r.refreshed_all = prev is None or prev["as_of"] != r.as_of
             if r.valid or r.refreshed_all:
                 touched = None if r.refreshed_all else set(valid_rows["user_id"])
-                features = _features(spark, state, r.as_of, touched)
+                features = _features(state, r.as_of, touched)
                 r.users_updated = len(features)
                 stored_features = features.append_column(
                     "batch_id", pa.array([batch_id] * len(features), pa.int64())
@@ -391,11 +401,9 @@ def _apply(
     r.step("write", t)
 
 
-def _features(
-    spark: SparkSession, state: StreamState, as_of: date, users: set[str] | None
-) -> pa.Table:
-    """Feature vectors as of ``as_of`` from the state, for ``users`` (None: every known user)."""
-    assert state.daily_schema is not None and state.lifetime_schema is not None
+def _features(state: StreamState, as_of: date, users: set[str] | None) -> pa.Table:
+    """Feature vectors as of ``as_of`` from the state, for ``users`` (None: every known user),
+    computed on the driver from the registry's formulas (docs/decisions.md, decision 38)."""
     daily, lifetime = state.daily, state.lifetime
     recent = daily[
         daily.index.get_level_values("activity_date")
@@ -404,12 +412,7 @@ def _features(
     if users is not None:
         recent = recent[recent.index.get_level_values("user_id").isin(users)]
         lifetime = lifetime[lifetime.index.isin(users)]
-    vectors = compute_features(
-        spark.createDataFrame(to_arrow(recent, state.daily_schema)).select(*DAILY_COLUMNS),
-        spark.createDataFrame(to_arrow(lifetime, state.lifetime_schema)),
-        as_of,
-    )
-    return vectors.toArrow()
+    return features_in_memory(recent, lifetime, as_of)
 
 
 def _batch_row(r: BatchResult, app_id: str) -> dict[str, Any]:

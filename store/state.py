@@ -65,11 +65,6 @@ def nullable(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_nullable(True) for f in schema])
 
 
-def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """A state frame (key in the index) as an Arrow table of ``schema``."""
-    return pa.Table.from_pandas(frame.reset_index(), schema=schema, preserve_index=False)
-
-
 def frame(table: pa.Table, key: Sequence[str]) -> pd.DataFrame:
     """An Arrow table as a state frame: key in the index, dates as datetime64 (so that
     min and max skip nulls)."""
@@ -169,8 +164,6 @@ class StreamState:
     seen: dict[date, set[str]]
     daily_from: date | None
     seen_from: date | None
-    daily_schema: pa.Schema | None
-    lifetime_schema: pa.Schema | None
     # The first batch after a load may have been written in part before a crash.
     may_be_replay: bool = True
     upto: int = field(init=False)
@@ -189,7 +182,6 @@ class StreamState:
             prev["as_of"] if prev else None, prev["watermark"] if prev else None, allowed_lateness_s
         )
         daily = lifetime = pd.DataFrame()
-        daily_schema = lifetime_schema = None
         if store.exists(spark, "user_activity_daily"):
             stored = collapse_daily(
                 store.read_raw(spark, "user_activity_daily").where(F.col("batch_id") <= upto)
@@ -198,12 +190,9 @@ class StreamState:
             if daily_from is not None:
                 recent = stored.where(F.col("activity_date") >= F.lit(daily_from))
             daily_t, life_t = recent.toArrow(), lifetime_aggregates(stored).toArrow()
-            daily_schema, lifetime_schema = nullable(daily_t.schema), nullable(life_t.schema)
             daily, lifetime = frame(daily_t, DAILY_KEY), frame(life_t, LIFETIME_KEY)
         seen = stored_ids(spark, store, upto, since=seen_from)
-        return cls(
-            prev, daily, lifetime, seen, daily_from, seen_from, daily_schema, lifetime_schema
-        )
+        return cls(prev, daily, lifetime, seen, daily_from, seen_from)
 
     def holds_day(self, day: pd.Timestamp) -> bool:
         return self.daily_from is None or day >= pd.Timestamp(self.daily_from)

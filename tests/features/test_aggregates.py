@@ -2,20 +2,25 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from features.aggregates import (
     DAILY_ADD_COLUMNS,
     DAILY_COLUMNS,
+    DAILY_KEY,
     DAILY_MAX_COLUMNS,
     DAILY_MIN_COLUMNS,
     LIFETIME_ADD_COLUMNS,
     LIFETIME_COLUMNS,
+    LIFETIME_KEY,
     LIFETIME_MAX_COLUMNS,
     LIFETIME_MIN_COLUMNS,
     daily_activity,
+    daily_in_memory,
     lifetime_aggregates,
+    lifetime_in_memory,
     merge_daily,
     merge_lifetime,
 )
@@ -171,6 +176,35 @@ def test_lifetime_aggregates_per_user(spark):
         *LIFETIME_MAX_COLUMNS,
     }
     assertDataFrameEqual(lifetime, spark.createDataFrame(expected, lifetime_schema()))
+
+
+def test_daily_in_memory_equals_daily_activity(spark):
+    """The stream's pandas evaluation against the Spark one, schema for schema and value for
+    value: null amounts count 0, a purchase without a quantity one item, days in UTC."""
+    from store.state import nullable
+
+    events = events_df(spark, EVENTS_A + EVENTS_B)
+    theirs = daily_activity(events).toArrow()
+    ours = daily_in_memory(events.toArrow().to_pandas())
+    assert ours.schema == nullable(theirs.schema.remove_metadata())
+    assert ours.num_rows == theirs.num_rows == 5
+
+    def ordered(t) -> pd.DataFrame:
+        return t.to_pandas().sort_values(list(DAILY_KEY), ignore_index=True)
+
+    pd.testing.assert_frame_equal(ordered(ours), ordered(theirs))
+
+
+def test_lifetime_in_memory_equals_lifetime_aggregates(spark):
+    """The stream's pandas evaluation against the Spark one, column for column, null for null
+    (u-2 and u-3 never purchase nor start a session)."""
+    from store.state import frame  # the stream's state frames: key in the index
+
+    daily = daily_activity(events_df(spark, EVENTS_A + EVENTS_B))
+    ours = lifetime_in_memory(frame(daily.toArrow(), DAILY_KEY)).sort_index()
+    theirs = frame(lifetime_aggregates(daily).toArrow(), LIFETIME_KEY).sort_index()
+    assert len(theirs) == 3 and theirs["last_purchase_date"].isna().sum() == 2
+    pd.testing.assert_frame_equal(ours, theirs)
 
 
 def test_merge_lifetime_over_disjoint_days_equals_lifetime_of_all_days(spark):

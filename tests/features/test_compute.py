@@ -2,12 +2,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from features.aggregates import daily_activity
-from features.compute import compute_features, lifetime_as_of
+from features.aggregates import DAILY_KEY, LIFETIME_KEY, daily_activity
+from features.compute import (
+    FEATURES_SCHEMA,
+    compute_features,
+    features_in_memory,
+    lifetime_as_of,
+)
 from features.docs import DOCS_PATH, render_feature_docs
 from features.registry import FEATURE_DTYPES, FEATURE_NAMES, FEATURES
 
@@ -125,6 +131,49 @@ def test_features_move_with_as_of(spark):
         later.select("user_id", "n_events_1d", "n_purchase_1d", "days_since_last_event"),
         [("u-a", 2, 1, 1), ("u-b", 0, 0, 123)],
     )
+
+
+def simulated(days: int) -> list[tuple]:
+    from sources.simulator import SimulationConfig, simulate
+
+    sim = SimulationConfig(n_users=120, days=days, start=AS_OF - timedelta(days=days - 3), seed=5)
+    return [
+        (
+            e["user_id"],
+            e["event_type"],
+            datetime.fromisoformat(e["event_time"]),
+            e["properties"].get("amount"),
+            e["properties"].get("quantity"),
+        )
+        for e in simulate(sim)
+    ]
+
+
+@pytest.mark.parametrize("as_of", [AS_OF, AS_OF - timedelta(days=40)])
+def test_features_in_memory_equal_compute_features(spark, as_of):
+    """The stream's evaluation of the registry (numpy, no Spark) against the Spark one: every
+    feature, every user, null for null, on simulated months plus the hand-built timeline and
+    events on or after as_of (which neither may read)."""
+    from store.state import frame, nullable  # the stream's state frames: key in the index
+
+    rows = simulated(150) + TIMELINE + FUTURE
+    daily = daily_activity(spark.createDataFrame(rows, EVENTS_SCHEMA)).persist()
+    lifetime = lifetime_as_of(daily, as_of).persist()
+    theirs = compute_features(daily, lifetime, as_of).toArrow()
+    ours = features_in_memory(
+        frame(daily.toArrow(), DAILY_KEY), frame(lifetime.toArrow(), LIFETIME_KEY), as_of
+    )
+    assert ours.schema == FEATURES_SCHEMA == nullable(theirs.schema.remove_metadata())
+    assert ours.num_rows == theirs.num_rows > 100
+
+    def ordered(t) -> pd.DataFrame:
+        return t.to_pandas().sort_values("user_id", ignore_index=True)
+
+    expected = ordered(theirs)
+    assert expected["trend_n_events_7d"].abs().lt(1).any()  # the data reach every branch
+    assert expected["mean_purchase_amount_30d"].isna().any()
+    assert expected["days_since_last_purchase"].isna().any()
+    pd.testing.assert_frame_equal(ordered(ours), expected, check_exact=False, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["n_purchase_7d", "amount_purchase_30d", "tenure_days"])
