@@ -18,6 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -223,9 +224,12 @@ def main(argv: list[str] | None = None, *, stop_spark: bool = True) -> None:
 
     reset(cfg)
     t = lap("reset", t0)
-    produced = simulate_events(cfg, args.users, args.days, args.seed, args.bad_every)
-    t = lap("simulate", t)
-    spark = build_spark(cfg, app_name="demo")
+    # The JVM starts on the other core while the simulator (one Python thread) produces.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        session = pool.submit(build_spark, cfg, app_name="demo")
+        produced = simulate_events(cfg, args.users, args.days, args.seed, args.bad_every)
+        t = lap("simulate", t)
+        spark = session.result()
     run_feature_stream(spark, cfg)
     t = lap("stream_features", t)
 
