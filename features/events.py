@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from features.contract import EVENT_TYPES as EVENT_TYPES
-from features.validate import PARSE_REASONS, TYPED_FIELDS, check_record
+from features.validate import PARSE_REASONS, TYPED_FIELDS, check_records
 
 # Every reject reason, in the order the rules are checked: the first failing rule wins.
 # parse_events sets the first block; apply_time_rules and the duplicate rule
@@ -60,16 +60,13 @@ def utc_date(ts: Column) -> Column:
 
 
 def _parser(max_value_bytes: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The mapInArrow function: features.validate.check_record on every record of a batch."""
+    """The mapInArrow function: features.validate.check_records on every batch."""
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             keys, values = batch.column("key").to_pylist(), batch.column("value").to_pylist()
-            rows = []
-            for key, value in zip(keys, values, strict=True):
-                fields, reason = check_record(key, value, max_value_bytes)
-                rows.append((*fields.values(), reason))
-            columns = list(zip(*rows, strict=True)) if rows else [()] * (len(TYPED_FIELDS) + 1)
+            rows, reasons = check_records(keys, values, max_value_bytes)
+            columns = list(zip(*rows, strict=True)) if rows else [()] * len(TYPED_FIELDS)
             typed = [
                 pa.array(columns[i], type=_ARROW_TYPES.get(name, pa.string()))
                 for i, name in enumerate(TYPED_FIELDS)
@@ -77,7 +74,7 @@ def _parser(max_value_bytes: int) -> Callable[[Iterator[pa.RecordBatch]], Iterat
             kafka = [batch.column(name) for name in _KAFKA_COLUMNS]
             kafka[3] = kafka[3].cast(pa.timestamp("us", tz="UTC"))
             yield pa.RecordBatch.from_arrays(
-                [*typed, *kafka, pa.array(columns[-1], type=pa.string())],
+                [*typed, *kafka, pa.array(reasons, type=pa.string())],
                 names=list(PARSED_COLUMNS),
             )
 
@@ -89,7 +86,7 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
 
     One output row per input row, PARSED_COLUMNS. `reject_reason` is null for a valid event
     and otherwise the first failing rule in REJECT_REASONS. Each record is checked by
-    features.validate.check_record, the contract's one validator, run in Spark's Python
+    features.validate.check_records, the contract's one validator, run in Spark's Python
     workers on Arrow batches (so it scales with the executors); typed columns are filled
     wherever the field has the right JSON type, also on rejected rows.
     """

@@ -11,14 +11,22 @@ typed fields and the first failing rule's reason (None for a valid event), in th
 exponent makes a floating-point number). Typed fields are filled wherever the field has its
 contract type, also on rejected records (handy in the quarantine); trust them only where the
 reason is None.
+
+:func:`check_records` is what Spark runs on a batch: the same verdicts, with a fast path
+for the records that are plainly valid (:func:`_plainly_valid`, about four times cheaper);
+whatever it has the least doubt about goes through :func:`check_record`
+(docs/decisions.md, decision 39).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from features.contract import (
     AMOUNT_REQUIRED_FOR,
@@ -112,10 +120,20 @@ _DECODER = json.JSONDecoder(
 )
 
 
+# A \\u escape of a UTF-16 surrogate: paired, the decoder makes one character of two;
+# unpaired, it leaves a string no UTF-8 (Arrow, Parquet, Kafka) can hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object ``text`` holds (surrounding JSON whitespace allowed), else None."""
+    """The JSON object ``text`` holds (surrounding JSON whitespace allowed), else None.
+
+    Strings must be Unicode: an unpaired surrogate escape makes the text not JSON here
+    (as in I-JSON, RFC 7493), since no table or topic downstream could store it."""
     try:
         doc = _DECODER.decode(text)
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         return None
     return doc if type(doc) is dict else None
@@ -232,3 +250,122 @@ def _check_doc(doc: dict[str, Any], key: bytes, fields: dict[str, Any]) -> str |
     if key != fields["user_id"].encode("utf-8"):
         return "key_mismatch"
     return None
+
+
+# The fast path's event time: what _ISO_8601 accepts, with at most microseconds (what
+# datetime.fromisoformat reads as check_record's padding does).
+_PLAIN_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+# A quote, whitespace, a colon: a key may end there, out of sight of the key count below.
+_SPACED_KEY_END = re.compile(rb'"[ \t\n\r]+:')
+_STRING_PROPERTIES = ("session_id", "product_id", "query", "plan", "channel")
+Row = tuple[Any, ...]
+
+
+def _plainly_valid(key: bytes | None, value: bytes | None, max_value_bytes: int) -> Row | None:
+    """The typed fields of a record that :func:`check_record` accepts, or None when unsure.
+
+    Quicker because it tries only the path of a valid event: orjson instead of the hooked
+    stdlib parser, straight-line type checks. It doubts anything unusual, and then
+    check_record decides: arrays, objects other than the event and its properties, a
+    float where an integer goes (``1.0`` is an integer to the contract, orjson cannot tell),
+    any parse error, any failed rule. Duplicate keys (orjson keeps the last silently) are
+    ruled out by counting: every key ends in ``"`` and ``:``, so when no quote is followed
+    by whitespace and a colon, the ``":`` pairs in the bytes number at least the keys
+    written; equal to the keys parsed means none was written twice.
+    """
+    if key is None or value is None or len(value) > max_value_bytes:
+        return None
+    if b"[" in value or _SPACED_KEY_END.search(value) is not None:
+        return None
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    props = doc.get("properties")
+    if props is None:
+        objects, keys, props = 1, len(doc), {}
+    elif type(props) is dict:
+        objects, keys = 2, len(doc) + len(props)
+    else:
+        return None
+    if value.count(b"{") != objects or value.count(b'":') != keys:
+        return None
+    event_id, user_id = doc.get("event_id"), doc.get("user_id")
+    event_type, moment = doc.get("event_type"), doc.get("event_time")
+    version = doc.get("schema_version")
+    if (
+        type(version) is not int
+        or version not in _VERSIONS
+        or type(event_id) is not str
+        or type(user_id) is not str
+        or type(event_type) is not str
+        or type(moment) is not str
+        or not event_id
+        or not user_id
+        or event_type not in _EVENT_TYPES
+        or _PLAIN_TIME.fullmatch(moment) is None
+        or key != user_id.encode("utf-8")
+    ):
+        return None
+    try:
+        at = datetime.fromisoformat(moment).astimezone(UTC)
+    except ValueError:
+        return None
+    amount, currency = props.get("amount"), props.get("currency")
+    quantity, device = props.get("quantity"), props.get("device")
+    if amount is None:
+        if event_type in _AMOUNT_REQUIRED:
+            return None
+    elif type(amount) is int or type(amount) is float:
+        amount = float(amount)
+        if amount < 0:
+            return None
+    else:
+        return None
+    if currency is not None and (type(currency) is not str or not _CURRENCY.fullmatch(currency)):
+        return None
+    if quantity is not None and (type(quantity) is not int or not 0 <= quantity < _INT32):
+        return None
+    if device is not None and (type(device) is not str or device not in _DEVICES):
+        return None
+    strings = [props.get(name) for name in _STRING_PROPERTIES]
+    if any(s is not None and type(s) is not str for s in strings):
+        return None
+    session_id, product_id, _, plan, channel = strings
+    return (
+        event_id,
+        user_id,
+        event_type,
+        at,
+        version,
+        amount,
+        currency,
+        quantity,
+        device,
+        session_id,
+        product_id,
+        plan,
+        channel,
+    )
+
+
+def check_records(
+    keys: Sequence[bytes | None], values: Sequence[bytes | None], max_value_bytes: int
+) -> tuple[list[Row], list[str | None]]:
+    """check_record over a batch: (each record's typed fields in TYPED_FIELDS order, its reason)."""
+    rows: list[Row] = []
+    reasons: list[str | None] = []
+    for key, value in zip(keys, values, strict=True):
+        row = _plainly_valid(key, value, max_value_bytes)
+        if row is None:
+            fields, reason = check_record(key, value, max_value_bytes)
+            row = tuple(fields.values())
+        else:
+            reason = None
+        rows.append(row)
+        reasons.append(reason)
+    return rows, reasons

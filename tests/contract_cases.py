@@ -49,6 +49,7 @@ BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
     ("u-1", '"a string"', "not_json"),
     ("u-1", "null", "not_json"),
     ("u-1", '{"event_id": "a", "event_id": "b"}', "not_json"),
+    ("u-1", event(event_id="e-\ud800"), "not_json"),  # an unpaired surrogate escape
     ("u-1", event(schema_version=DROP), "missing_field:schema_version"),
     ("u-1", event(schema_version=None), "missing_field:schema_version"),
     ("u-1", event(schema_version="1"), "wrong_type:schema_version"),
