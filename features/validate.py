@@ -13,7 +13,7 @@ contract type, also on rejected records (handy in the quarantine); trust them on
 reason is None.
 
 :func:`check_records` is what Spark runs on a batch: the same verdicts, with a fast path
-for the records that are plainly valid (:func:`_plainly_valid`, about four times cheaper);
+for the records that are plainly valid (:func:`_plainly_valid`, about half the cost);
 whatever it has the least doubt about goes through :func:`check_record`
 (docs/decisions.md, decision 39).
 """
@@ -120,7 +120,7 @@ _DECODER = json.JSONDecoder(
 )
 
 
-# A \\u escape of a UTF-16 surrogate: paired, the decoder makes one character of two;
+# A \u escape of a UTF-16 surrogate: paired, the decoder makes one character of two;
 # unpaired, it leaves a string no UTF-8 (Arrow, Parquet, Kafka) can hold.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
