@@ -21,6 +21,7 @@ whatever it has the least doubt about goes through :func:`check_record`
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -155,7 +156,10 @@ def _typed(value: Any, json_type: str) -> Any:
     if json_type == "integer":
         return value if -_INT32 <= value < _INT32 else None
     if json_type == "number":
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a double's range: not finite either
+            return math.inf if value > 0 else -math.inf
     return value
 
 
@@ -239,7 +243,7 @@ def _check_doc(doc: dict[str, Any], key: bytes, fields: dict[str, Any]) -> str |
         return "unknown_event_type"
     if fields["event_time"] is None:
         return "invalid_value:event_time"
-    if fields["amount"] is not None and fields["amount"] < 0:
+    if fields["amount"] is not None and not 0 <= fields["amount"] < math.inf:
         return "invalid_value:amount"
     if fields["currency"] is not None and not _CURRENCY.fullmatch(fields["currency"]):
         return "invalid_value:currency"
@@ -322,7 +326,7 @@ def _plainly_valid(key: bytes | None, value: bytes | None, max_value_bytes: int)
             return None
     elif type(amount) is int or type(amount) is float:
         amount = float(amount)
-        if amount < 0:
+        if not 0 <= amount < math.inf:
             return None
     else:
         return None

@@ -87,6 +87,8 @@ BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
     ("u-1", event(event_time="2024-02-30T00:00:00Z"), "invalid_value:event_time"),
     ("u-1", event(event_time="yesterday"), "invalid_value:event_time"),
     ("u-1", event(props=p(amount=-0.01)), "invalid_value:amount"),
+    ("u-1", event(props={"amount": 10**309}), "invalid_value:amount"),  # no double holds it
+    ("u-1", event(props={"amount": -(10**309)}), "invalid_value:amount"),
     ("u-1", event(props=p(currency="gbp")), "invalid_value:currency"),
     ("u-1", event(props=p(currency="POUND")), "invalid_value:currency"),
     ("u-1", event(props=p(quantity=-1)), "invalid_value:quantity"),

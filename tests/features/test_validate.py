@@ -120,6 +120,14 @@ def test_check_records_agrees_with_check_record_on_random_edits_of_valid_events(
     _assert_same_as_check_record(edited)
 
 
+def test_an_amount_no_double_holds_is_invalid_not_a_crash() -> None:
+    """Such a record once raised inside Spark's Python worker and failed the whole batch."""
+    for amount in ("1" + "0" * 400, "1e999", "-1e999"):
+        value = event().replace("19.99", amount).encode()
+        assert check_record(b"u-1", value, 65536)[1] == "invalid_value:amount", amount
+        assert check_records([b"u-1"], [value], 65536)[1] == ["invalid_value:amount"]
+
+
 def test_simulated_events_take_the_fast_path_with_the_same_result() -> None:
     """The shortcut must serve the common case, else it is only a second code path."""
     records = _simulated(2000)
