@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -51,7 +52,8 @@ _ARROW_TYPES = {
     "amount": pa.float64(),
     "quantity": pa.int32(),
 }
-_KAFKA_COLUMNS = ("topic", "partition", "offset", "timestamp", "key", "value")
+_COORDINATE_COLUMNS = ("topic", "partition", "offset", "timestamp")
+_KAFKA_COLUMNS = (*_COORDINATE_COLUMNS, "key", "value")
 
 
 def utc_date(ts: Column) -> Column:
@@ -71,14 +73,30 @@ def _parser(max_value_bytes: int) -> Callable[[Iterator[pa.RecordBatch]], Iterat
                 pa.array(columns[i], type=_ARROW_TYPES.get(name, pa.string()))
                 for i, name in enumerate(TYPED_FIELDS)
             ]
-            kafka = [batch.column(name) for name in _KAFKA_COLUMNS]
-            kafka[3] = kafka[3].cast(pa.timestamp("us", tz="UTC"))
+            coordinates = [batch.column(name) for name in _COORDINATE_COLUMNS]
+            coordinates[3] = coordinates[3].cast(pa.timestamp("us", tz="UTC"))
             yield pa.RecordBatch.from_arrays(
-                [*typed, *kafka, pa.array(reasons, type=pa.string())],
+                [
+                    *typed,
+                    *coordinates,
+                    *_bytes_of_rejects(batch, reasons),
+                    pa.array(reasons, type=pa.string()),
+                ],
                 names=list(PARSED_COLUMNS),
             )
 
     return parse
+
+
+def _bytes_of_rejects(batch: pa.RecordBatch, reasons: list[str | None]) -> list[pa.Array]:
+    """The record's key and value where it is rejected, null where it is valid: a valid
+    event's bytes are in its typed columns, and carrying them back from the Python worker
+    into the batch's cache cost a fifth of the parse (docs/decisions.md, decision 40)."""
+    if all(reason is None for reason in reasons):
+        return [pa.nulls(len(reasons), pa.binary()), pa.nulls(len(reasons), pa.binary())]
+    rejected = pa.array([reason is not None for reason in reasons])
+    none = pa.scalar(None, pa.binary())
+    return [pc.if_else(rejected, batch.column(name), none) for name in ("key", "value")]
 
 
 def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
@@ -88,7 +106,9 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
     and otherwise the first failing rule in REJECT_REASONS. Each record is checked by
     features.validate.check_records, the contract's one validator, run in Spark's Python
     workers on Arrow batches (so it scales with the executors); typed columns are filled
-    wherever the field has the right JSON type, also on rejected rows.
+    wherever the field has the right JSON type, also on rejected rows. `raw_key` and
+    `raw_value` hold the record's bytes on rejected rows only: a rule applied later (time,
+    duplicates) takes them from ``raw`` by the Kafka coordinates.
     """
     return raw.select(*[F.col(c) for c in _KAFKA_COLUMNS]).mapInArrow(
         _parser(max_value_bytes), PARSED_SCHEMA

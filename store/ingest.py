@@ -11,7 +11,9 @@ One batch, in order:
    verdict columns (ids, dates, reasons, Kafka coordinates, the fields the daily partials
    sum) come to the driver, which marks duplicates (in the batch, or already stored: the
    state holds the ids of every event date a new event can still be accepted on). The
-   rows themselves go from the cache to the tables (docs/decisions.md, decision 31). The
+   rows themselves go from the cache to the tables (docs/decisions.md, decision 31); the
+   bytes of a record rejected after the parse (time rules, duplicates) are read from Kafka
+   again by its coordinates, as the parse keeps only its own rejects' bytes. The
    watermark is the slowest Kafka partition's newest event time, so a replay whose
    partitions move through event time at different speeds rejects nothing that live
    traffic would accept;
@@ -68,6 +70,7 @@ from features.events import (
     parse_events,
     utc_date,
 )
+from features.validate import PARSE_REASONS
 from infra.timing import StepTimes
 from store.state import (
     LOOKBACK_DAYS,
@@ -81,6 +84,10 @@ from store.state import last_batch as last_batch
 from store.tables import BATCH_COLUMNS, FeatureStore, append, overwrite
 
 CDF = {"delta.enableChangeDataFeed": "true"}
+# Bronze keeps min/max statistics only for the columns its readers filter on (the duplicate
+# check, lineage, exploration): statistics on all 18 columns cost a third of its append
+# (docs/decisions.md, decision 40).
+BRONZE = {"delta.dataSkippingStatsColumns": "event_date,event_time,user_id,ingest_batch_id"}
 BATCHES_SCHEMA = (
     "app_id string, batch_id long, records long, valid long, quarantined long, "
     "reasons map<string,long>, clock timestamp, watermark timestamp, "
@@ -212,6 +219,46 @@ def _with_duplicates(spark: SparkSession, parsed: DataFrame, marked: pd.DataFram
     )
 
 
+def is_parse_reject(batch: pd.DataFrame) -> pd.Series:
+    """Rows the validator rejected (their bytes are in the parse; see parse_events)."""
+    return batch["reject_reason"].isin(PARSE_REASONS)
+
+
+def _rejects(
+    spark: SparkSession, raw: DataFrame, parsed: DataFrame, later: pd.DataFrame
+) -> DataFrame:
+    """The batch's rejected records with their original bytes (REJECT_COLUMNS): the
+    validator's from the parse, which keeps the bytes of its rejects only, and those of the
+    rules applied after it (``later``: time rules and duplicates, as the driver decided
+    them) from the Kafka records, by their coordinates."""
+    rejects = parsed.where(F.col("reject_reason").isin(*PARSE_REASONS)).select(
+        *[F.col(c) for c in REJECT_COLUMNS]
+    )
+    if not len(later):
+        return rejects
+    names = ["_topic", "_partition", "_offset", "_reason"]
+    marks = spark.createDataFrame(
+        pa.Table.from_pandas(
+            later[[*COORDINATES, "reject_reason"]].set_axis(names, axis=1), preserve_index=False
+        ),
+        "_topic string, _partition int, _offset long, _reason string",
+    )
+    on = [
+        F.col(c) == F.col(m)
+        for c, m in zip(("topic", "partition", "offset"), names[:3], strict=True)
+    ]
+    again = raw.join(F.broadcast(marks), on=on).select(
+        F.col("key").alias("raw_key"),
+        F.col("value").alias("raw_value"),
+        F.col("_reason").alias("reject_reason"),
+        F.col("topic").alias("source_topic"),
+        F.col("partition").alias("source_partition"),
+        F.col("offset").alias("source_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+    )
+    return rejects.unionByName(again)
+
+
 def _stored_days(
     spark: SparkSession, store: FeatureStore, keys: pd.MultiIndex, upto: int
 ) -> pd.MultiIndex:
@@ -278,7 +325,7 @@ def process_batch(
 
     parsed = _cached(_parsed_batch(raw, rules, prev["watermark"] if prev else None))
     try:
-        _apply(spark, store, state, parsed, r, on_rejects, rules, app_id, t)
+        _apply(spark, store, state, raw, parsed, r, on_rejects, rules, app_id, t)
     finally:
         parsed.unpersist()
     r.seconds = time.monotonic() - t0
@@ -289,6 +336,7 @@ def _apply(
     spark: SparkSession,
     store: FeatureStore,
     state: StreamState,
+    raw: DataFrame,
     parsed: DataFrame,
     r: BatchResult,
     on_rejects: Callable[[DataFrame], None] | None,
@@ -339,14 +387,20 @@ def _apply(
                 started.append(pool.submit(write))
 
         if r.quarantined:
-            rejects = parsed.where(F.col("reject_reason").isNotNull()).select(
-                *[F.col(c) for c in REJECT_COLUMNS], this_batch.alias("batch_id")
+            later = batch[batch["reject_reason"].notna() & ~is_parse_reject(batch)]
+            rejects = _rejects(spark, raw, parsed, later).select(
+                F.col("*"), this_batch.alias("batch_id")
             )
 
             def quarantine() -> None:
-                if on_rejects is not None:
-                    on_rejects(rejects)
-                append(rejects, store.path("quarantine"))
+                # Rows taken from Kafka again are read once, not once per sink.
+                held = rejects.persist() if len(later) and on_rejects is not None else rejects
+                try:
+                    if on_rejects is not None:
+                        on_rejects(held)
+                    append(held, store.path("quarantine"))
+                finally:
+                    held.unpersist()
 
             start("quarantine", quarantine)
         if r.valid:
@@ -356,7 +410,7 @@ def _apply(
                 F.col("event_date"),
                 this_batch.alias("ingest_batch_id"),
             )
-            start("events", lambda: append(bronze, store.path("events")))
+            start("events", lambda: append(bronze, store.path("events"), properties=BRONZE))
             partial_t = daily_in_memory(valid_rows)
             partial = frame(partial_t, DAILY_KEY)
             new_days = (
@@ -479,7 +533,7 @@ def rebuild(
 
     backfill = F.lit(-1).cast("long")
     if write_events:
-        overwrite(bronze, store.path("events"))
+        overwrite(bronze, store.path("events"), properties=BRONZE)
     daily = daily_activity(events).select(*[F.col(c) for c in DAILY_COLUMNS])
     overwrite(
         daily.select(F.col("*"), backfill.alias("batch_id")), store.path("user_activity_daily")
