@@ -24,7 +24,7 @@ from scoring.inputs import latest_changes, snapshot, to_frame
 from scoring.model import ModelCache
 from scoring.score import BANDS, ScoringModel, ScoringRules, emitted, score_frame
 from scoring.sink import ScoreSink, to_spark
-from store.tables import Txn, latest_per_user
+from store.tables import Txn, latest_per_user, small_writes
 
 EmitPolicy = Literal["every", "changed"]
 
@@ -88,7 +88,8 @@ def _score_and_write(
         t = r.step("compare", t)
     r.emitted = len(scored)
     if len(scored):
-        sink.write(to_spark(spark, scored, txn.app_id, txn.version), txn)
+        # Rows built on the driver: written without file statistics (decision 41).
+        sink.write(to_spark(small_writes(spark), scored, txn.app_id, txn.version), txn)
         r.step("write", t)
     return scored
 

@@ -81,7 +81,7 @@ from store.state import (
     stored_ids,
 )
 from store.state import last_batch as last_batch
-from store.tables import BATCH_COLUMNS, FeatureStore, append, overwrite
+from store.tables import BATCH_COLUMNS, FeatureStore, append, overwrite, small_writes
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 # Bronze keeps min/max statistics only for the columns its readers filter on (the duplicate
@@ -377,6 +377,7 @@ def _apply(
     t = r.step("validate", t)
 
     this_batch = F.lit(batch_id).cast("long")
+    small = small_writes(spark)  # the rows built on the driver: no file statistics
     # Each append starts as soon as its rows are known, beside the work still to do.
     with ThreadPoolExecutor(max_workers=len(BATCH_COLUMNS)) as pool:
         started: list[Future[None]] = []
@@ -432,7 +433,7 @@ def _apply(
             start(
                 "user_activity_daily",
                 lambda: append(
-                    spark.createDataFrame(stored_partial), store.path("user_activity_daily")
+                    small.createDataFrame(stored_partial), store.path("user_activity_daily")
                 ),
             )
             t = r.step("aggregate", t)
@@ -450,7 +451,7 @@ def _apply(
                 start(
                     "user_features",
                     lambda: append(
-                        spark.createDataFrame(stored_features),
+                        small.createDataFrame(stored_features),
                         store.path("user_features"),
                         properties=CDF,
                     ),
@@ -461,7 +462,7 @@ def _apply(
         start(
             "feature_batches",
             lambda: append(
-                spark.createDataFrame([tuple(row.values())], BATCHES_SCHEMA),
+                small.createDataFrame([tuple(row.values())], BATCHES_SCHEMA),
                 store.path("feature_batches"),
             ),
         )
