@@ -20,7 +20,7 @@ from features.contract import EVENT_TYPES as EVENT_TYPES
 from features.validate import PARSE_REASONS, TYPED_FIELDS, check_records
 
 # Every reject reason, in the order the rules are checked: the first failing rule wins.
-# parse_events sets the first block; apply_time_rules and the duplicate rule
+# parse_events sets the first block; time_rules and the duplicate rule
 # (duplicate_copies, then the ids already stored), which run after it, set the last three.
 REJECT_REASONS: tuple[str, ...] = (
     *PARSE_REASONS,
@@ -120,14 +120,19 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def apply_time_rules(
-    parsed: DataFrame,
+def time_rules(
+    batch: pd.DataFrame,
     *,
     max_event_time: datetime | None = None,
     min_event_time: datetime | None = None,
     max_skew_after_record_s: int | None = None,
-) -> DataFrame:
-    """Reject still-valid events from the future (`future_event_time`) or too late (`too_late`).
+) -> pd.Series:
+    """Each row's reason after the time rules: still-valid events from the future become
+    `future_event_time`, those too late `too_late`; earlier reasons are kept.
+
+    ``batch`` is a driver-side frame with `event_time`, `kafka_timestamp` (UTC) and
+    `reject_reason` (the stream applies the rules to the verdict columns it holds, so its
+    Spark job builds no per-batch expressions for them: docs/decisions.md, decision 43).
 
     - max_event_time: events after it are from the future (a fixed bound, e.g. for backfills);
     - max_skew_after_record_s: events more than this after their own Kafka record timestamp
@@ -136,23 +141,24 @@ def apply_time_rules(
     - min_event_time: events before it are too late (the job passes its event-time clock
       minus the allowed lateness).
 
-    None skips a rule; naive datetimes are read as UTC; earlier reasons are kept.
+    None skips a rule; naive datetimes are read as UTC.
     """
-    reason = F.col("reject_reason")
-    event_time = F.col("event_time")
-    too_new = F.lit(False)
+    reason = batch["reject_reason"].astype(object).copy()
+    event_time = pd.to_datetime(batch["event_time"], utc=True)
+    valid = reason.isna() & event_time.notna()
+    too_new = pd.Series(False, index=batch.index)
     if max_event_time is not None:
-        too_new = too_new | (event_time > F.lit(_as_utc(max_event_time)))
+        too_new |= event_time > pd.Timestamp(_as_utc(max_event_time))
     if max_skew_after_record_s is not None:
-        horizon = F.col("kafka_timestamp") + F.make_interval(secs=F.lit(max_skew_after_record_s))
-        too_new = too_new | (event_time > horizon)
-    reason = F.when(reason.isNull() & too_new, F.lit("future_event_time")).otherwise(reason)
+        horizon = pd.to_datetime(batch["kafka_timestamp"], utc=True) + pd.Timedelta(
+            seconds=max_skew_after_record_s
+        )
+        too_new |= event_time > horizon
+    reason[valid & too_new] = "future_event_time"
     if min_event_time is not None:
-        too_old = reason.isNull() & (event_time < F.lit(_as_utc(min_event_time)))
-        reason = F.when(too_old, F.lit("too_late")).otherwise(reason)
-    return parsed.select(
-        *[F.col(c) for c in parsed.columns if c != "reject_reason"], reason.alias("reject_reason")
-    )
+        too_old = valid & ~too_new & (event_time < pd.Timestamp(_as_utc(min_event_time)))
+        reason[too_old] = "too_late"
+    return reason
 
 
 def duplicate_copies(batch: pd.DataFrame) -> pd.Series:

@@ -6,14 +6,15 @@ The streaming job calls :func:`process_batch` inside ``foreachBatch`` with a
 
 One batch, in order:
 
-1. parse, validate and reject future events (per record) and late events (behind the
-   watermark minus the allowed lateness) in one map-only Spark job, cached; only the
-   verdict columns (ids, dates, reasons, Kafka coordinates, the fields the daily partials
-   sum) come to the driver, which marks duplicates (in the batch, or already stored: the
+1. parse and validate in one map-only Spark job, cached; only the verdict columns (ids,
+   times, reasons, Kafka coordinates, the fields the daily partials sum) come to the
+   driver, which rejects future events (per record) and late events (behind the watermark
+   minus the allowed lateness) and marks duplicates (in the batch, or already stored: the
    state holds the ids of every event date a new event can still be accepted on). The
-   rows themselves go from the cache to the tables (docs/decisions.md, decision 31); the
-   bytes of a record rejected after the parse (time rules, duplicates) are read from Kafka
-   again by its coordinates, as the parse keeps only its own rejects' bytes. The
+   rows themselves go from the cache to the tables (docs/decisions.md, decision 31), with
+   the driver's later verdicts joined in by Kafka coordinates; the bytes of a record
+   rejected after the parse are read from Kafka again, as the parse keeps only its own
+   rejects' bytes (decisions 40, 43). The
    watermark is the slowest Kafka partition's newest event time, so a replay whose
    partitions move through event time at different speeds rejects nothing that live
    traffic would accept;
@@ -65,9 +66,9 @@ from features.aggregates import (
 from features.compute import compute_features, features_in_memory
 from features.events import (
     EVENT_COLUMNS,
-    apply_time_rules,
     duplicate_copies,
     parse_events,
+    time_rules,
     utc_date,
 )
 from features.validate import PARSE_REASONS
@@ -107,6 +108,7 @@ VERDICT_COLUMNS = (
     "quantity",
     "event_date",
     "reject_reason",
+    "kafka_timestamp",
     *COORDINATES,
 )
 _CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
@@ -166,16 +168,10 @@ def as_of_for(clock: datetime) -> date:
     return (clock.astimezone(UTC).date() if clock.tzinfo else clock.date()) + timedelta(days=1)
 
 
-def _parsed_batch(raw: DataFrame, rules: IngestRules, watermark: datetime | None) -> DataFrame:
-    """Parse, validate and apply the time rules: map-only, so one Spark stage and no shuffle.
-
-    Duplicates are marked on the driver, which holds the batch's ids anyway."""
-    min_time = watermark - timedelta(seconds=rules.allowed_lateness_s) if watermark else None
-    parsed = apply_time_rules(
-        parse_events(raw, max_value_bytes=rules.max_value_bytes),
-        min_event_time=min_time,
-        max_skew_after_record_s=rules.max_future_skew_s,
-    )
+def _parsed_batch(raw: DataFrame, rules: IngestRules) -> DataFrame:
+    """Parse and validate: map-only, so one Spark stage and no shuffle. The time rules and
+    duplicates are decided on the driver, which holds the batch's verdict columns anyway."""
+    parsed = parse_events(raw, max_value_bytes=rules.max_value_bytes)
     return parsed.select(
         *[F.col(c) for c in EVENT_COLUMNS],
         utc_date(F.col("event_time")).alias("event_date"),
@@ -199,53 +195,42 @@ def _cached(parsed: DataFrame) -> DataFrame:
         spark.conf.set(_CACHE_COMPRESSED, before)
 
 
-def _with_duplicates(spark: SparkSession, parsed: DataFrame, marked: pd.DataFrame) -> DataFrame:
-    """``parsed`` with the rows the driver found to be duplicates (by Kafka coordinates)
-    rejected as ``duplicate_event_id``."""
-    names = ["_topic", "_partition", "_offset"]
-    marks = spark.createDataFrame(
-        pa.Table.from_pandas(
-            marked[list(COORDINATES)].set_axis(names, axis=1), preserve_index=False
-        ),
-        "_topic string, _partition int, _offset long",
-    )
-    on = [F.col(c) == F.col(m) for c, m in zip(COORDINATES, marks.columns, strict=True)]
-    joined = parsed.join(F.broadcast(marks), on=on, how="left")
-    reason = F.when(F.col("_offset").isNotNull(), F.lit("duplicate_event_id")).otherwise(
-        F.col("reject_reason")
-    )
-    return joined.select(
-        *[reason.alias(c) if c == "reject_reason" else F.col(c) for c in parsed.columns]
-    )
-
-
-def is_parse_reject(batch: pd.DataFrame) -> pd.Series:
-    """Rows the validator rejected (their bytes are in the parse; see parse_events)."""
-    return batch["reject_reason"].isin(PARSE_REASONS)
-
-
-def _rejects(
-    spark: SparkSession, raw: DataFrame, parsed: DataFrame, later: pd.DataFrame
-) -> DataFrame:
-    """The batch's rejected records with their original bytes (REJECT_COLUMNS): the
-    validator's from the parse, which keeps the bytes of its rejects only, and those of the
-    rules applied after it (``later``: time rules and duplicates, as the driver decided
-    them) from the Kafka records, by their coordinates."""
-    rejects = parsed.where(F.col("reject_reason").isin(*PARSE_REASONS)).select(
-        *[F.col(c) for c in REJECT_COLUMNS]
-    )
-    if not len(later):
-        return rejects
+def _marks(spark: SparkSession, later: pd.DataFrame) -> DataFrame:
+    """The driver's later verdicts (time rules, duplicates) as a small DataFrame: the Kafka
+    coordinates (``_topic``, ``_partition``, ``_offset``) and the reason (``_reason``)."""
     names = ["_topic", "_partition", "_offset", "_reason"]
-    marks = spark.createDataFrame(
+    return spark.createDataFrame(
         pa.Table.from_pandas(
             later[[*COORDINATES, "reject_reason"]].set_axis(names, axis=1), preserve_index=False
         ),
         "_topic string, _partition int, _offset long, _reason string",
     )
+
+
+def _with_later_rejects(parsed: DataFrame, marks: DataFrame) -> DataFrame:
+    """``parsed`` with the rows the driver rejected after the parse (by Kafka coordinates)
+    given the driver's reason."""
+    on = [F.col(c) == F.col(m) for c, m in zip(COORDINATES, marks.columns[:3], strict=True)]
+    joined = parsed.join(F.broadcast(marks), on=on, how="left")
+    reason = F.coalesce(F.col("_reason"), F.col("reject_reason"))
+    return joined.select(
+        *[reason.alias(c) if c == "reject_reason" else F.col(c) for c in parsed.columns]
+    )
+
+
+def _rejects(raw: DataFrame, parsed: DataFrame, marks: DataFrame | None) -> DataFrame:
+    """The batch's rejected records with their original bytes (REJECT_COLUMNS): the
+    validator's from the parse, which keeps the bytes of its rejects only, and those of the
+    rules applied after it (``marks``: time rules and duplicates, as the driver decided
+    them) from the Kafka records, by their coordinates."""
+    rejects = parsed.where(F.col("reject_reason").isin(*PARSE_REASONS)).select(
+        *[F.col(c) for c in REJECT_COLUMNS]
+    )
+    if marks is None:
+        return rejects
     on = [
         F.col(c) == F.col(m)
-        for c, m in zip(("topic", "partition", "offset"), names[:3], strict=True)
+        for c, m in zip(("topic", "partition", "offset"), marks.columns[:3], strict=True)
     ]
     again = raw.join(F.broadcast(marks), on=on).select(
         F.col("key").alias("raw_key"),
@@ -323,7 +308,7 @@ def process_batch(
         r.skipped = True
         return r
 
-    parsed = _cached(_parsed_batch(raw, rules, prev["watermark"] if prev else None))
+    parsed = _cached(_parsed_batch(raw, rules))
     try:
         _apply(spark, store, state, raw, parsed, r, on_rejects, rules, app_id, t)
     finally:
@@ -351,13 +336,23 @@ def _apply(
     prev, batch_id = state.prev, r.batch_id
     batch = parsed.select(*[F.col(c) for c in VERDICT_COLUMNS]).toArrow().to_pandas()
     t = r.step("parse", t)
+    watermark = prev["watermark"] if prev else None
+    batch["reject_reason"] = time_rules(
+        batch,
+        min_event_time=watermark - timedelta(seconds=rules.allowed_lateness_s)
+        if watermark
+        else None,
+        max_skew_after_record_s=rules.max_future_skew_s,
+    )
     in_batch = duplicate_copies(batch)
     batch.loc[in_batch, "reject_reason"] = "duplicate_event_id"
     stored = _mark_stored_duplicates(spark, store, state, batch)
     batch.loc[stored, "reject_reason"] = "duplicate_event_id"
-    duplicate = in_batch | stored
-    if duplicate.any():
-        parsed = _with_duplicates(spark, parsed, batch[duplicate])
+    # Rejected by the driver, after the parse: their rows in Spark get the driver's reason.
+    later = batch["reject_reason"].notna() & ~batch["reject_reason"].isin(PARSE_REASONS)
+    marks = _marks(spark, batch[later]) if later.any() else None
+    if marks is not None:
+        parsed = _with_later_rejects(parsed, marks)
     is_valid = batch["reject_reason"].isna()
 
     r.reasons = {k: int(v) for k, v in batch["reject_reason"].value_counts().items()}
@@ -388,14 +383,12 @@ def _apply(
                 started.append(pool.submit(write))
 
         if r.quarantined:
-            later = batch[batch["reject_reason"].notna() & ~is_parse_reject(batch)]
-            rejects = _rejects(spark, raw, parsed, later).select(
-                F.col("*"), this_batch.alias("batch_id")
-            )
+            rejects = _rejects(raw, parsed, marks).select(F.col("*"), this_batch.alias("batch_id"))
 
             def quarantine() -> None:
                 # Rows taken from Kafka again are read once, not once per sink.
-                held = rejects.persist() if len(later) and on_rejects is not None else rejects
+                reread = marks is not None and on_rejects is not None
+                held = rejects.persist() if reread else rejects
                 try:
                     if on_rejects is not None:
                         on_rejects(held)

@@ -15,9 +15,9 @@ from features.events import (
     PARSED_COLUMNS,
     PARSED_SCHEMA,
     REJECT_REASONS,
-    apply_time_rules,
     duplicate_copies,
     parse_events,
+    time_rules,
     utc_date,
 )
 from store.ingest import REJECT_COLUMNS
@@ -114,59 +114,84 @@ def test_rejected_rows_keep_their_bytes_reason_and_coordinates(spark):
     assertDataFrameEqual(valid.select("raw_key", "raw_value"), [(None, None)])
 
 
-TIMED_SCHEMA = "event_id string, event_time timestamp, reject_reason string"
-
-
 def _at(hour: int, minute: int = 0) -> datetime:
     return datetime(2024, 3, 1, hour, minute, tzinfo=UTC)
 
 
-def test_apply_time_rules_rejects_future_and_late_events_only_if_still_valid(spark):
-    timed = spark.createDataFrame(
-        [
-            ("ok", _at(12), None),
-            ("at-max", _at(13), None),
-            ("future", _at(13, 1), None),
-            ("at-min", _at(10), None),
-            ("late", _at(9, 59), None),
-            ("already-bad", _at(23), "not_json"),
-        ],
-        TIMED_SCHEMA,
+def _timed(rows: list[tuple]) -> pd.DataFrame:
+    """A driver-side verdict frame as the stream holds it (UTC timestamps from Arrow)."""
+    frame = pd.DataFrame(
+        rows, columns=["event_id", "event_time", "kafka_timestamp", "reject_reason"]
     )
-    result = apply_time_rules(timed, max_event_time=_at(13), min_event_time=_at(10))
-    expected = [
-        ("ok", _at(12), None),
-        ("at-max", _at(13), None),
-        ("future", _at(13, 1), "future_event_time"),
-        ("at-min", _at(10), None),
-        ("late", _at(9, 59), "too_late"),
-        ("already-bad", _at(23), "not_json"),
+    for column in ("event_time", "kafka_timestamp"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def test_time_rules_reject_future_and_late_events_only_if_still_valid():
+    timed = _timed(
+        [
+            ("ok", _at(12), _at(12), None),
+            ("at-max", _at(13), _at(12), None),
+            ("future", _at(13, 1), _at(12), None),
+            ("at-min", _at(10), _at(12), None),
+            ("late", _at(9, 59), _at(12), None),
+            ("already-bad", _at(23), _at(12), "not_json"),
+            ("unparsed", None, _at(12), "not_json"),
+        ]
+    )
+    reasons = time_rules(timed, max_event_time=_at(13), min_event_time=_at(10))
+    assert list(reasons) == [
+        None,
+        None,
+        "future_event_time",
+        None,
+        "too_late",
+        "not_json",
+        "not_json",
     ]
-    assertDataFrameEqual(result, spark.createDataFrame(expected, TIMED_SCHEMA))
+    assert timed["reject_reason"].isna().sum() == 5  # the frame itself is left alone
 
     naive_max = datetime(2024, 3, 1, 13, 0)  # read as UTC
-    unbounded_below = apply_time_rules(timed, max_event_time=naive_max, min_event_time=None)
-    assertDataFrameEqual(
-        unbounded_below.select("event_id", "reject_reason"),
-        [(e, r if r != "too_late" else None) for e, _, r in expected],
-    )
-
-
-def test_future_is_judged_against_each_records_own_kafka_timestamp(spark):
-    schema = (
-        "event_id string, event_time timestamp, kafka_timestamp timestamp, reject_reason string"
-    )
-    rows = [
-        ("on-time", _at(12), _at(12), None),
-        ("skew-ok", _at(13), _at(12), None),  # exactly one hour ahead of its producer
-        ("future", _at(13, 1), _at(12), None),
-        ("old-log", datetime(2010, 12, 1, 8, 26, tzinfo=UTC), _at(12), None),  # a replay
+    unbounded_below = time_rules(timed, max_event_time=naive_max, min_event_time=None)
+    assert list(unbounded_below) == [
+        None,
+        None,
+        "future_event_time",
+        None,
+        None,
+        "not_json",
+        "not_json",
     ]
-    result = apply_time_rules(spark.createDataFrame(rows, schema), max_skew_after_record_s=3600)
-    assertDataFrameEqual(
-        result.select("event_id", "reject_reason"),
-        [("on-time", None), ("skew-ok", None), ("future", "future_event_time"), ("old-log", None)],
+
+
+def test_future_is_judged_against_each_records_own_kafka_timestamp():
+    timed = _timed(
+        [
+            ("on-time", _at(12), _at(12), None),
+            ("skew-ok", _at(13), _at(12), None),  # exactly one hour ahead of its producer
+            ("future", _at(13, 1), _at(12), None),
+            ("old-log", datetime(2010, 12, 1, 8, 26, tzinfo=UTC), _at(12), None),  # a replay
+            # Sent in 2010 and dated 2024: from the future, and behind the bound below.
+            ("future-and-late", _at(12), datetime(2010, 12, 1, tzinfo=UTC), None),
+        ]
     )
+    reasons = time_rules(timed, max_skew_after_record_s=3600, min_event_time=_at(13, 1))
+    # The first failing rule wins: a future event is not also too late.
+    assert list(reasons) == [
+        "too_late",
+        "too_late",
+        "future_event_time",
+        "too_late",
+        "future_event_time",
+    ]
+    assert list(time_rules(timed, max_skew_after_record_s=3600)) == [
+        None,
+        None,
+        "future_event_time",
+        None,
+        "future_event_time",
+    ]
 
 
 def test_duplicate_copies_keeps_the_lowest_partition_and_offset():
