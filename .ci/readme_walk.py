@@ -233,10 +233,23 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A walk started in the background (``cmd &`` in a script) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: the README's Ctrl-C would not stop
+    ``jobs.schedule_train``. Each command gets SIGINT as a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_step(step: Step, env: dict[str, str]) -> str:
     """Run one command; return "" when it did what the README says, else the problem."""
     env = env | step.env
-    proc = subprocess.Popen(["bash", "-c", step.command], cwd=ROOT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", step.command],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )
     if step.how == "run":
         rc = proc.wait()
         return "" if rc == 0 else f"exit {rc}"

@@ -16,8 +16,8 @@ Four measurements, one after the other, on one scratch warehouse and topic set:
 4. event to score: the score stream (jobs.stream_scores, its own process, as in
    production) with a stand-in model at the alias; background traffic at half the
    sustained rate; each round sends one event to each of ``--probes`` users who receive
-   nothing else and times the first score for each of them on the scores topic, read from
-   outside like any consumer would.
+   nothing else, spread over ``--probe-spread-s`` seconds, and times the first score for
+   each of them on the scores topic, read from outside like any consumer would.
 
 Needs the local stack (`make up`). Prints progress on stderr and one JSON line; --out
 appends it to a file (docs/benchmarks.md).
@@ -252,17 +252,27 @@ class ScoreWatcher:
             return {u: self.arrivals[u] for u in users if u in self.arrivals}
 
 
-def probe_rounds(cfg: Config, watcher: ScoreWatcher, probes: int, rounds: int) -> list[float]:
-    """Latencies (s) of one event per probe user per round, to the first score after it."""
+def probe_rounds(
+    cfg: Config, watcher: ScoreWatcher, probes: int, rounds: int, spread_s: float
+) -> list[float]:
+    """Latencies (s) of one event per probe user per round, to the first score after it.
+
+    A round's events go out evenly over ``spread_s`` seconds: sent at once, they all landed
+    in one feature batch and a round was one sample of where that batch stood; spread over
+    more than a batch's length they sample every moment of the two jobs' batch cycles."""
     from confluent_kafka import Producer
 
     producer = Producer(producer_config(cfg.kafka, **{"linger.ms": 0}))
     users = [f"probe-{i}" for i in range(probes)]
+    gap_s = spread_s / probes
     latencies: list[float] = []
     for r in range(rounds + 1):  # round 0 introduces the probe users; it is not counted
         watcher.forget(users)
         sent: dict[str, float] = {}
-        for u in users:
+        start = time.monotonic()
+        for i, u in enumerate(users):
+            # Pacing the producer, as the traffic generator does (not a wait on a condition).
+            time.sleep(max(0.0, start + i * gap_s - time.monotonic()))
             event = {
                 "event_id": f"probe-{uuid.uuid4().hex}",
                 "user_id": u,
@@ -275,6 +285,7 @@ def probe_rounds(cfg: Config, watcher: ScoreWatcher, probes: int, rounds: int) -
                 cfg.kafka.topics.events, key=u.encode(), value=json.dumps(event).encode()
             )
             sent[u] = time.time()
+            producer.poll(0)
         producer.flush()
         wait_until(
             lambda: len(watcher.seen(users)) == len(users),
@@ -318,6 +329,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small-batches", type=int, default=10, help="1,000-record batches timed")
     p.add_argument("--probes", type=int, default=50, help="probe users per latency round")
     p.add_argument("--rounds", type=int, default=3, help="latency rounds counted")
+    p.add_argument(
+        "--probe-spread-s",
+        type=float,
+        default=10.0,
+        help="seconds over which a round's probe events go out (default 10)",
+    )
     p.add_argument("--out", type=Path, default=None, help="append the JSON result to this file")
     args = p.parse_args(argv)
 
@@ -465,9 +482,13 @@ def main(argv: list[str] | None = None) -> None:
         watcher = ScoreWatcher(cfg)
         wait_until(watcher.assigned.is_set, 60, "the scores consumer's assignment")
         half = min(sustained, args.rate) / 2
-        n_probe_s = 30 * (args.rounds + 1) + 240  # terminated once the probes are done
+        # Terminated once the probes are done.
+        n_probe_s = (30 + args.probe_spread_s) * (args.rounds + 1) + 240
         background = start_producer(overrides, topic, half, n_probe_s, f"bg-{run}")
-        log(f"background traffic {half:,.0f}/s; {args.rounds} probe rounds of {args.probes}")
+        log(
+            f"background traffic {half:,.0f}/s; {args.rounds} probe rounds of {args.probes}, "
+            f"each sent over {args.probe_spread_s:g}s"
+        )
         # The scorer starts at "latest", which Delta resolves when its query starts: probes
         # go out once it has scored a batch, so none lands in a commit it skipped.
         wait_until(
@@ -476,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
             "the score stream's first batch",
             poll_s=1,
         )
-        latencies = probe_rounds(cfg, watcher, args.probes, args.rounds)
+        latencies = probe_rounds(cfg, watcher, args.probes, args.rounds, args.probe_spread_s)
         background.terminate()
         watcher.stop.set()
     finally:
@@ -501,6 +522,7 @@ def main(argv: list[str] | None = None) -> None:
         "lag_at_end": lag_end,
         "event_to_score_p50_s": round(percentile(latencies, 0.5), 2),
         "event_to_score_p95_s": round(percentile(latencies, 0.95), 2),
+        "probe_spread_s": args.probe_spread_s,
         "small_batch_s": round(small_batch_s, 2),
         "scorer_batch_median_s": round(statistics.median(score_times), 2) if score_times else None,
         "partitions": cfg.kafka.partitions,
