@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spark/Delta jars from Maven
+setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spark/Delta jars from Maven + the validator's fast path (javac)
 	@$(PY) -m infra.jars
 
 up: setup  ## start Kafka (KRaft) and MLflow on 127.0.0.1, wait until both answer

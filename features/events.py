@@ -3,19 +3,36 @@
 Every function here is a pure DataFrame -> DataFrame transform. Parsing never drops a row
 and never fails the query: a bad record gets a `reject_reason` instead. The contract and the
 reason codes (with their order) are documented in docs/events.md.
+
+The parse takes two steps (docs/decisions.md, decisions 27 and 44): :func:`stage_events`
+runs the validator's JVM fast path (jvm/validator), which types the plainly valid events
+and leaves every other record in doubt; :func:`doubtful_events` runs the contract's one
+validator (features.validate, in Spark's Python workers) on the doubtful records only.
+:func:`parse_events` is both at once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from py4j.java_gateway import JavaClass
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.classic.column import Column as JvmColumn
 
+from features.contract import (
+    AMOUNT_REQUIRED_FOR,
+    DEVICES,
+    PROPERTY_FIELDS,
+    REQUIRED_FIELDS,
+    SUPPORTED_SCHEMA_VERSIONS,
+)
 from features.contract import EVENT_TYPES as EVENT_TYPES
 from features.validate import PARSE_REASONS, TYPED_FIELDS, check_records
 
@@ -39,12 +56,14 @@ EVENT_COLUMNS: tuple[str, ...] = (
 PARSED_COLUMNS: tuple[str, ...] = (*EVENT_COLUMNS, "raw_key", "raw_value", "reject_reason")
 
 # The parsed rows as Spark types: typed fields, Kafka coordinates, raw bytes, reason.
-PARSED_SCHEMA = (
+TYPED_SCHEMA = (
     "event_id string, user_id string, event_type string, event_time timestamp, "
     "schema_version int, amount double, currency string, quantity int, device string, "
-    "session_id string, product_id string, plan string, channel string, source_topic string, "
-    "source_partition int, source_offset long, kafka_timestamp timestamp, raw_key binary, "
-    "raw_value binary, reject_reason string"
+    "session_id string, product_id string, plan string, channel string"
+)
+PARSED_SCHEMA = (
+    f"{TYPED_SCHEMA}, source_topic string, source_partition int, source_offset long, "
+    "kafka_timestamp timestamp, raw_key binary, raw_value binary, reject_reason string"
 )
 _ARROW_TYPES = {
     "event_time": pa.timestamp("us", tz="UTC"),
@@ -103,15 +122,108 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
     """Parse Kafka records (key, value, topic, partition, offset, timestamp) into typed events.
 
     One output row per input row, PARSED_COLUMNS. `reject_reason` is null for a valid event
-    and otherwise the first failing rule in REJECT_REASONS. Each record is checked by
-    features.validate.check_records, the contract's one validator, run in Spark's Python
-    workers on Arrow batches (so it scales with the executors); typed columns are filled
-    wherever the field has the right JSON type, also on rejected rows. `raw_key` and
-    `raw_value` hold the record's bytes on rejected rows only: a rule applied later (time,
-    duplicates) takes them from ``raw`` by the Kafka coordinates.
+    and otherwise the first failing rule in REJECT_REASONS. Every verdict is
+    features.validate.check_record's, the contract's one validator: the JVM fast path only
+    types the events it is sure that validator accepts (:func:`stage_events`), and the
+    validator itself checks the rest in Spark's Python workers (:func:`check_doubtful`);
+    typed columns are filled wherever the field has the right JSON type, also on rejected
+    rows. `raw_key` and `raw_value` hold the record's bytes on rejected rows only: a rule
+    applied later (time, duplicates) takes them from ``raw`` by the Kafka coordinates.
+
+    ``raw`` is read once for each step here; a caller that reads Kafka caches the staged
+    records instead, and checks them only when some are in doubt (store.ingest).
     """
-    return raw.select(*[F.col(c) for c in _KAFKA_COLUMNS]).mapInArrow(
-        _parser(max_value_bytes), PARSED_SCHEMA
+    staged = stage_events(raw, max_value_bytes=max_value_bytes)
+    sure = staged.where(~F.col("in_doubt"))
+    checked = check_doubtful(staged, max_value_bytes=max_value_bytes)
+    return sure.unionByName(checked).select(*[F.col(c) for c in PARSED_COLUMNS])
+
+
+# The staged records: the parsed columns, the event's UTC date, whether it is in doubt.
+STAGED_COLUMNS: tuple[str, ...] = (*PARSED_COLUMNS, "event_date", "in_doubt")
+_FAST = "_fast"
+_FAST_PATHS: dict[tuple[str, int], Any] = {}
+_log = logging.getLogger("churn.validator")
+
+
+def _fast_path(spark: SparkSession, max_value_bytes: int) -> Any | None:
+    """The JVM fast path (jvm/validator) configured with the contract, one per application;
+    None when its jar is not on the classpath."""
+    key = (spark.sparkContext.applicationId, max_value_bytes)
+    if key not in _FAST_PATHS:
+        cls = spark._jvm.churn.validator.FastPath  # type: ignore[union-attr]
+        if not isinstance(cls, JavaClass):
+            _log.warning(
+                "the event validator's JVM fast path is not on the classpath (run `make "
+                'setup`; under spark-submit pass `--jars "$(python -m infra.jars '
+                '--print-spark-jars)"`): the Python validator checks every record, same '
+                "verdicts, about 3 times the parse time"
+            )
+            _FAST_PATHS[key] = None
+        else:
+            assert [n for n, _ in REQUIRED_FIELDS] == list(TYPED_FIELDS[:5])
+            _FAST_PATHS[key] = cls(
+                max_value_bytes,
+                list(EVENT_TYPES),
+                list(DEVICES),
+                list(AMOUNT_REQUIRED_FOR),
+                list(SUPPORTED_SCHEMA_VERSIONS),
+                [name for name, _ in REQUIRED_FIELDS],
+                [json_type for _, json_type in REQUIRED_FIELDS],
+                [name for name, _ in PROPERTY_FIELDS],
+                [json_type for _, json_type in PROPERTY_FIELDS],
+                list(TYPED_FIELDS[5:]),
+            )
+    return _FAST_PATHS[key]
+
+
+def stage_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
+    """Kafka records through the validator's JVM fast path, as STAGED_COLUMNS.
+
+    A plainly valid event is typed and final (`in_doubt` false, no bytes). Any other record
+    is `in_doubt`: typed columns null, `raw_key` and `raw_value` its bytes, `reject_reason`
+    null until :func:`check_doubtful` decides. Without the fast path's jar every record is
+    in doubt.
+    """
+    fast = _fast_path(raw.sparkSession, max_value_bytes)
+    typed = (
+        F.lit(None).cast(f"struct<{TYPED_SCHEMA}>")
+        if fast is None
+        else JvmColumn(fast.column(F.col("key")._jc, F.col("value")._jc, TYPED_SCHEMA))
+    )
+    # Two projections, so that the fast path runs once per record, not once per use.
+    staged = raw.select(*[F.col(c) for c in _KAFKA_COLUMNS], typed.alias(_FAST))
+    doubt = F.col(_FAST).isNull()
+    names = ("source_topic", "source_partition", "source_offset", "kafka_timestamp")
+    return staged.select(
+        *[F.col(f"{_FAST}.{name}").alias(name) for name in TYPED_FIELDS],
+        *[F.col(c).alias(name) for c, name in zip(_COORDINATE_COLUMNS, names, strict=True)],
+        F.when(doubt, F.col("key")).alias("raw_key"),
+        F.when(doubt, F.col("value")).alias("raw_value"),
+        F.lit(None).cast("string").alias("reject_reason"),
+        utc_date(F.col(f"{_FAST}.event_time")).alias("event_date"),
+        doubt.alias("in_doubt"),
+    )
+
+
+def check_doubtful(staged: DataFrame, *, max_value_bytes: int) -> DataFrame:
+    """The staged records in doubt, checked by features.validate.check_records in Spark's
+    Python workers on Arrow batches (so it scales with the executors), as STAGED_COLUMNS
+    (no longer in doubt)."""
+    kafka = ("source_topic", "source_partition", "source_offset", "kafka_timestamp")
+    checked = (
+        staged.where(F.col("in_doubt"))
+        .select(
+            *[F.col(c).alias(name) for c, name in zip(kafka, _COORDINATE_COLUMNS, strict=True)],
+            F.col("raw_key").alias("key"),
+            F.col("raw_value").alias("value"),
+        )
+        .mapInArrow(_parser(max_value_bytes), PARSED_SCHEMA)
+    )
+    return checked.select(
+        *[F.col(c) for c in PARSED_COLUMNS],
+        utc_date(F.col("event_time")).alias("event_date"),
+        F.lit(False).alias("in_doubt"),
     )
 
 

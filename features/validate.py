@@ -1,8 +1,9 @@
 """Event contract v1, checked record by record: the one validator every side runs.
 
 Pure Python, no Spark: the stream and the backfill run it inside Spark's executors
-(features.events.parse_events, through ``mapInArrow``), the sources run it on what they
-emit (sources.contract), and the tests run one table of cases through each of them.
+(features.events.check_doubtful, through ``mapInArrow``) on every record that the JVM fast
+path (jvm/validator) is not sure it accepts, the sources run it on what they emit
+(sources.contract), and the tests run one table of cases through each of them.
 
 :func:`check_record` takes a Kafka record's key and value bytes and returns the event's
 typed fields and the first failing rule's reason (None for a valid event), in the order of

@@ -63,7 +63,7 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
             conf["spark.jars.ivySettings"] = str(IVY_SETTINGS)
         else:
             jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
-            conf["spark.jars"] = ",".join(str(p) for p in jars.classpath("spark", jar_dir))
+            conf["spark.jars"] = ",".join(str(p) for p in jars.spark_classpath(jar_dir))
     conf.update(cfg.spark.conf)
     return conf
 

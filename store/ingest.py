@@ -6,9 +6,10 @@ The streaming job calls :func:`process_batch` inside ``foreachBatch`` with a
 
 One batch, in order:
 
-1. parse and validate in one map-only Spark job, cached; only the verdict columns (ids,
-   times, reasons, Kafka coordinates, the fields the daily partials sum) come to the
-   driver, which rejects future events (per record) and late events (behind the watermark
+1. parse and validate in one map-only Spark job, cached (the validator's JVM fast path
+   types the plainly valid events, the Python validator checks the rest: decision 44);
+   only the verdict columns (ids, times, reasons, Kafka coordinates, the fields the daily
+   partials sum) come to the driver, which rejects future events (per record) and late events (behind the watermark
    minus the allowed lateness) and marks duplicates (in the batch, or already stored: the
    state holds the ids of every event date a new event can still be accepted on). The
    rows themselves go from the cache to the tables (docs/decisions.md, decision 31), with
@@ -66,8 +67,9 @@ from features.aggregates import (
 from features.compute import compute_features, features_in_memory
 from features.events import (
     EVENT_COLUMNS,
+    check_doubtful,
     duplicate_copies,
-    parse_events,
+    stage_events,
     time_rules,
     utc_date,
 )
@@ -168,29 +170,33 @@ def as_of_for(clock: datetime) -> date:
     return (clock.astimezone(UTC).date() if clock.tzinfo else clock.date()) + timedelta(days=1)
 
 
-def _parsed_batch(raw: DataFrame, rules: IngestRules) -> DataFrame:
-    """Parse and validate: map-only, so one Spark stage and no shuffle. The time rules and
-    duplicates are decided on the driver, which holds the batch's verdict columns anyway."""
-    parsed = parse_events(raw, max_value_bytes=rules.max_value_bytes)
-    return parsed.select(
-        *[F.col(c) for c in EVENT_COLUMNS],
-        utc_date(F.col("event_time")).alias("event_date"),
-        F.col("reject_reason"),
-        F.col("raw_key"),
-        F.col("raw_value"),
-    )
+def _parse(
+    staged: DataFrame, rules: IngestRules
+) -> tuple[DataFrame, pd.DataFrame, DataFrame | None]:
+    """The batch's parsed rows (in Spark), their verdict columns (on the driver), and the
+    cache of the records the Python validator checked: None when the JVM fast path typed
+    every record, as it does for plainly valid traffic (then no Python runs at all)."""
+    columns = [F.col(c) for c in VERDICT_COLUMNS]
+    batch = staged.select(*columns, F.col("in_doubt")).toArrow().to_pandas()
+    in_doubt = batch.pop("in_doubt")
+    if not in_doubt.any():
+        return staged, batch, None
+    checked = check_doubtful(staged, max_value_bytes=rules.max_value_bytes).persist()
+    parsed = staged.where(~F.col("in_doubt")).unionByName(checked)
+    decided = checked.select(*columns).toArrow().to_pandas()
+    return parsed, pd.concat([batch[~in_doubt], decided], ignore_index=True), checked
 
 
-def _cached(parsed: DataFrame) -> DataFrame:
-    """The batch's parse, persisted in memory without compression: it lives for one batch,
-    is read three or four times, and compressing 200,000 rows cost 0.5 s of a 3 s step
-    (docs/decisions.md, decision 39). Spark reads the setting when the cache is defined, so
-    it is changed only around ``persist``, for no other cache of the session."""
-    spark = parsed.sparkSession
+def _cached(staged: DataFrame) -> DataFrame:
+    """The batch's staged records, persisted in memory without compression: they live for
+    one batch, are read three or four times, and compressing 200,000 rows cost 0.5 s of a
+    3 s step (docs/decisions.md, decision 39). Spark reads the setting when the cache is
+    defined, so it is changed only around ``persist``, for no other cache of the session."""
+    spark = staged.sparkSession
     before = spark.conf.get(_CACHE_COMPRESSED) or "true"
     spark.conf.set(_CACHE_COMPRESSED, "false")
     try:
-        return parsed.persist()
+        return staged.persist()
     finally:
         spark.conf.set(_CACHE_COMPRESSED, before)
 
@@ -308,11 +314,18 @@ def process_batch(
         r.skipped = True
         return r
 
-    parsed = _cached(_parsed_batch(raw, rules))
+    # The JVM fast path over the Kafka records, cached; the Python validator over the
+    # records it doubts, if any (decision 44).
+    staged = _cached(stage_events(raw, max_value_bytes=rules.max_value_bytes))
+    checked = None
     try:
-        _apply(spark, store, state, raw, parsed, r, on_rejects, rules, app_id, t)
+        parsed, batch, checked = _parse(staged, rules)
+        t = r.step("parse", t)
+        _apply(spark, store, state, raw, parsed, batch, r, on_rejects, rules, app_id, t)
     finally:
-        parsed.unpersist()
+        if checked is not None:
+            checked.unpersist()
+        staged.unpersist()
     r.seconds = time.monotonic() - t0
     return r
 
@@ -323,6 +336,7 @@ def _apply(
     state: StreamState,
     raw: DataFrame,
     parsed: DataFrame,
+    batch: pd.DataFrame,
     r: BatchResult,
     on_rejects: Callable[[DataFrame], None] | None,
     rules: IngestRules,
@@ -331,11 +345,10 @@ def _apply(
 ) -> None:
     """The batch after its Spark parse: verdicts on the driver, then the appends.
 
-    The driver gets only the narrow columns it decides with; the rows themselves go from
-    the cached parse straight to the tables (no round trip through Python)."""
+    The driver holds only the narrow columns it decides with (``batch``); the rows
+    themselves go from the cached parse straight to the tables (no round trip through
+    Python)."""
     prev, batch_id = state.prev, r.batch_id
-    batch = parsed.select(*[F.col(c) for c in VERDICT_COLUMNS]).toArrow().to_pandas()
-    t = r.step("parse", t)
     watermark = prev["watermark"] if prev else None
     batch["reject_reason"] = time_rules(
         batch,

@@ -3,11 +3,19 @@
 One table, run through every side that checks events: the pure-Python validator
 (features.validate), Spark's parse_events (tests/features/test_events.py) and the sources'
 checker (tests/sources/test_contract.py). Not a test module.
+
+Beside it, the inputs that hold the validator's shortcuts (its Python fast path and its
+JVM fast path) to check_record's verdicts: near misses of a valid event, seeded random
+byte edits of simulated events, and simulated events themselves.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
+
+from sources.simulator import SimulationConfig, simulate
 
 MAX_BYTES = 512
 DROP = object()  # marks a field to leave out of the JSON
@@ -100,3 +108,121 @@ BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
     ("u-1", event(), None),  # the base event is valid
     ("u-1", " \r\n\t" + event() + "\n", None),  # JSON whitespace around it too
 ]
+
+
+def raw(x: bytes | str | None) -> bytes | None:
+    return x.encode("utf-8") if isinstance(x, str) else x
+
+
+def simulated(n: int) -> list[tuple[bytes, bytes]]:
+    events = itertools.islice(simulate(SimulationConfig(n_users=200, days=30, seed=3)), n)
+    return [(e["user_id"].encode(), json.dumps(e, separators=(",", ":")).encode()) for e in events]
+
+
+NEAR_MISSES: list[tuple[str, str | bytes]] = [
+    # duplicate keys, written every way JSON allows
+    ("u-1", event().replace('"event_id"', '"event_id": "e-0", "event_id"', 1)),
+    ("u-1", event().replace('"amount"', '"amount": 1, "amount"', 1)),
+    ("u-1", event().replace('"amount":', '"amount" : 1, "amount":', 1)),
+    ("u-1", event().replace('"amount":', '"amount"\n:1,"amount"\t:', 1)),
+    ("u-1", event().replace('"user_id": "u-1"', '"user_id" : "u-1", "user_id":"u-1"', 1)),
+    ("u-1", event(extra={"a": 1}).replace('"a": 1', '"a": 1, "a": 2')),
+    # numbers the two parsers read differently, or not at all
+    ("u-1", event(schema_version=1.0)),
+    ("u-1", event().replace('"schema_version": 1', '"schema_version": 1e0')),
+    ("u-1", event().replace('"schema_version": 1', '"schema_version": 10E-1')),
+    ("u-1", event(props=p(quantity=2.0))),
+    ("u-1", event(props=p(amount=10**30))),
+    ("u-1", event(props=p(amount=5))),
+    ("u-1", event(props=p(quantity=2**31 - 1))),
+    ("u-1", event(props=p(quantity=2**31))),
+    ("u-1", event(props=p(quantity=-0))),
+    ("u-1", event().replace("19.99", "1e999")),
+    ("u-1", event().replace("19.99", "-0.0")),
+    ("u-1", event().replace("19.99", "NaN")),
+    ("u-1", event().replace("19.99", "Infinity")),
+    # strings
+    ("u-1", event(user_id="u-\\u0031").replace("\\\\", "\\")),
+    ("u-é", event(user_id="u-é")),
+    ("u-1", event(props=p(session_id='a":b'))),
+    ("u-1", event(props=p(session_id="a{b"))),
+    ("u-1", event(props=p(session_id="x", query="red shoes"))),
+    ("u-1", event(props=p(query="q\\u0022")).replace("\\\\", "\\")),
+    ("u-1", event(props=p(currency="GB\\u0050")).replace("\\\\", "\\")),
+    ("u-1", event().replace('"u-1"', '"u-1\\ud800"', 1)),
+    ("u-1", event(event_id="e\x00")),
+    # event times
+    *[("u-1", event(event_time=f"2024-03-01T12:34:56.{'1' * n}Z")) for n in range(1, 10)],
+    ("u-1", event(event_time="2024-03-01T12:34:56+05:30")),
+    ("u-1", event(event_time="2024-03-01T12:34:56-00:00")),
+    ("u-1", event(event_time="2024-03-01T24:00:00Z")),
+    ("u-1", event(event_time="2024-12-31T23:59:60Z")),
+    ("u-1", event(event_time="2024-02-29T00:00:00Z")),
+    ("u-1", event(event_time="2023-02-29T00:00:00Z")),
+    ("u-1", event(event_time="2024-03-01T12:34:56+24:00")),
+    ("u-1", event(event_time="\uff12\uff10\uff12\uff14-03-01T12:34:56Z")),  # fullwidth digits
+    ("u-1", event(event_time="2024-03-01T12:34:56.123z")),
+    # structure
+    ("u-1", event(props={})),
+    ("u-1", event(props=None, event_type="page_view")),
+    ("u-1", event(event_type="page_view").replace('"properties": {', '"properties": null, "x": {')),
+    ("u-1", event(extra=[1, 2])),
+    ("u-1", event(extra={"nested": {"deeper": True}})),
+    ("u-1", "\ufeff" + event()),
+    ("u-1", event() + event()),
+    ("u-1", event() + " x"),
+    ("u-1", event() + "\n"),
+    ("u-1", b"\xef\xbb\xbf" + event().encode()),
+    ("u-1", event().encode()[:-1]),
+    ("u-1", event().replace(", ", ",").replace(": ", ":")),
+    # what the JVM fast path reads its own way (Jackson, java.time, Java strings)
+    ("u-1", " \ufeff" + event()),
+    ("u-1", " \n\t" + event()),
+    ("u-é", event(user_id="u-é").replace("\\u00e9", "é")),
+    ("u-😀", event(user_id="u-😀").replace("\\ud83d\\ude00", "😀")),
+    ("u-1", event(props=p(session_id="s-\u00e9")).replace("\\u00e9", "é")),
+    ("u-1", event(props=p(session_id="s-X")).encode().replace(b"X", b"\xed\xa0\x80")),
+    ("u-1", event(props=p(session_id="s-X")).encode().replace(b"X", b"\xc0\xaf")),
+    ("u-1", event(props=p(session_id="s-X")).encode().replace(b"X", b"\xf4\x90\x80\x80")),
+    ("u-1", event(event_time="2024-01-02T11:-6:14Z")),
+    ("u-1", event(event_time="2024-1a-02T11:16:14Z")),
+    ("u-1", event(event_time="0999-01-02T11:16:14Z")),
+    ("u-1", event(event_time="2024-01-02T11:16:14+18:30")),
+    ("u-1", event(event_time="2024-01-02T11:16:14-19:00")),
+    ("u-1", event(event_time="2024-01-02T11:16:14+05:60")),
+    ("u-1", event(event_time="2024-01-02T11:16:14.Z")),
+    ("u-1", event(event_time="2024-01-02T11:16:14.1234567890Z")),
+    ("u-1", event(event_time="2024-01-02 11:16:14Z")),
+    ("u-1", event(props=p(quantity=2**40))),
+    ("u-1", event(schema_version=2**40)),
+    ("u-1", event(props=p(amount=0))),
+    ("u-1", event().replace("19.99", "-0")),
+    ("u-1", event().replace("19.99", "1E2")),
+    ("u-1", event().replace("19.99", "0.1e-400")),
+    ("u-1", event().replace("19.99", "9" * 30 + ".5")),
+    ("u-1", event(props=p(device={}))),
+    ("u-1", event(props=p(note=None, flag=True, n=1.5))),
+    ("u-1", event(extra=None, other="x", flag=False)),
+    ("u-1", event(props=[])),
+    ("u-1", event(extra=[[[[[]]]]])),
+]
+
+
+def random_edits(seed: int = 11, copies: int = 20) -> list[tuple[bytes | None, bytes | None]]:
+    """Simulated events with 1-3 random byte edits each (replace, insert, delete)."""
+    rng = random.Random(seed)
+    alphabet = b' "{}[]:,.-+0123456789eEtrufalsn\\\x00\xff\xc3u'
+    edited: list[tuple[bytes | None, bytes | None]] = []
+    for key, value in simulated(300) * copies:
+        v = bytearray(value)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(v) + 1)
+            op = rng.random()
+            if op < 0.4 and i < len(v):
+                v[i] = rng.choice(alphabet)
+            elif op < 0.7:
+                v.insert(i, rng.choice(alphabet))
+            elif i < len(v):
+                del v[i]
+        edited.append((key, bytes(v)))
+    return edited

@@ -16,6 +16,7 @@ def test_local_session_gets_delta_and_the_fetched_jars():
         "spark-sql-kafka-0-10_2.13",
         "kafka-clients",
     } <= set(names)
+    assert "churn-validator.jar" in names  # the validator's fast path (decision 44)
     # Nothing pyspark already ships goes on the classpath twice.
     assert not set(names) & jars.pyspark_jars()
 
