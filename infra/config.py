@@ -151,8 +151,9 @@ class FeatureStreamConfig(_Model):
     too_late."""
     trigger_s: float = Field(1, ge=0)
     """Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow)."""
-    max_offsets_per_trigger: int | None = Field(200_000, ge=1)
-    """Records per micro-batch at most (null: all available)."""
+    max_offsets_per_trigger: int | None = Field(400_000, ge=1)
+    """Records per micro-batch at most (null: all available); 400,000 keeps up with 50,000
+    events/s on 2 cores, where 200,000 fell behind (docs/decisions.md, decision 45)."""
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     """Where a new checkpoint starts reading."""
     checkpoint_name: str = "stream_features"

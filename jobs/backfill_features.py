@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     if mapping is not None:
         rules = ingest_rules(cfg)
         sources = log_sources(args.log, args.preset)
-        batch_records = args.batch_records or sf.max_offsets_per_trigger or 200_000
+        batch_records = args.batch_records or sf.max_offsets_per_trigger or 400_000
         print(
             f"backfill: {', '.join(sources)} -> {target.warehouse}, "
             f"batches of {batch_records:,} records",
