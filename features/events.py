@@ -6,7 +6,7 @@ reason codes (with their order) are documented in docs/events.md.
 
 The parse takes two steps (docs/decisions.md, decisions 27 and 44): :func:`stage_events`
 runs the validator's JVM fast path (jvm/validator), which types the plainly valid events
-and leaves every other record in doubt; :func:`doubtful_events` runs the contract's one
+and leaves every other record in doubt; :func:`check_doubtful` runs the contract's one
 validator (features.validate, in Spark's Python workers) on the doubtful records only.
 :func:`parse_events` is both at once.
 """
@@ -72,6 +72,8 @@ _ARROW_TYPES = {
     "quantity": pa.int32(),
 }
 _COORDINATE_COLUMNS = ("topic", "partition", "offset", "timestamp")
+# The same coordinates as the parsed rows name them.
+_SOURCE_COLUMNS = ("source_topic", "source_partition", "source_offset", "kafka_timestamp")
 _KAFKA_COLUMNS = (*_COORDINATE_COLUMNS, "key", "value")
 
 
@@ -194,10 +196,10 @@ def stage_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
     # Two projections, so that the fast path runs once per record, not once per use.
     staged = raw.select(*[F.col(c) for c in _KAFKA_COLUMNS], typed.alias(_FAST))
     doubt = F.col(_FAST).isNull()
-    names = ("source_topic", "source_partition", "source_offset", "kafka_timestamp")
+    coordinates = zip(_COORDINATE_COLUMNS, _SOURCE_COLUMNS, strict=True)
     return staged.select(
         *[F.col(f"{_FAST}.{name}").alias(name) for name in TYPED_FIELDS],
-        *[F.col(c).alias(name) for c, name in zip(_COORDINATE_COLUMNS, names, strict=True)],
+        *[F.col(c).alias(name) for c, name in coordinates],
         F.when(doubt, F.col("key")).alias("raw_key"),
         F.when(doubt, F.col("value")).alias("raw_value"),
         F.lit(None).cast("string").alias("reject_reason"),
@@ -210,11 +212,11 @@ def check_doubtful(staged: DataFrame, *, max_value_bytes: int) -> DataFrame:
     """The staged records in doubt, checked by features.validate.check_records in Spark's
     Python workers on Arrow batches (so it scales with the executors), as STAGED_COLUMNS
     (no longer in doubt)."""
-    kafka = ("source_topic", "source_partition", "source_offset", "kafka_timestamp")
+    coordinates = zip(_SOURCE_COLUMNS, _COORDINATE_COLUMNS, strict=True)
     checked = (
         staged.where(F.col("in_doubt"))
         .select(
-            *[F.col(c).alias(name) for c, name in zip(kafka, _COORDINATE_COLUMNS, strict=True)],
+            *[F.col(c).alias(name) for c, name in coordinates],
             F.col("raw_key").alias("key"),
             F.col("raw_value").alias("value"),
         )

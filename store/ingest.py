@@ -9,9 +9,10 @@ One batch, in order:
 1. parse and validate in one map-only Spark job, cached (the validator's JVM fast path
    types the plainly valid events, the Python validator checks the rest: decision 44);
    only the verdict columns (ids, times, reasons, Kafka coordinates, the fields the daily
-   partials sum) come to the driver, which rejects future events (per record) and late events (behind the watermark
-   minus the allowed lateness) and marks duplicates (in the batch, or already stored: the
-   state holds the ids of every event date a new event can still be accepted on). The
+   partials sum) come to the driver, which rejects future events (per record) and late
+   events (behind the watermark minus the allowed lateness) and marks duplicates (in the
+   batch, or already stored: the state holds the ids of every event date a new event can
+   still be accepted on). The
    rows themselves go from the cache to the tables (docs/decisions.md, decision 31), with
    the driver's later verdicts joined in by Kafka coordinates; the bytes of a record
    rejected after the parse are read from Kafka again, as the parse keeps only its own
