@@ -22,8 +22,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
-from mlflow.data.pandas_dataset import from_pandas
+from mlflow.data.pandas_dataset import PandasDataset, from_pandas
 from mlflow.models import infer_signature
+from mlflow.types import ColSpec, Schema
 
 from features.registry import FEATURE_NAMES
 from infra.config import Config
@@ -95,22 +96,46 @@ def _log_artifacts(fitted: Fitted, shap_rows: int, seed: int) -> None:
     mlflow.log_text(calib.to_csv(index=False), "tables/calibration.csv")
 
 
-def _log_inputs(parts: Mapping[str, pd.DataFrame], lineage: Mapping[str, Any]) -> None:
+def dataset_schema(frame: pd.DataFrame) -> Schema:
+    """The schema MLflow infers for ``frame``, at pandas speed (docs/decisions.md, decision 46).
+
+    MLflow types each column from its dtype and values, then marks it ``required`` only if
+    no value is missing, testing every value in a Python loop: 4.7 s of a 9 s MLflow stage
+    for the demo's three splits. Here the types come from MLflow's own inference on a few
+    rows and ``required`` from one vectorised ``isna`` per column.
+    """
+    sample = infer_signature(frame.head(100)).inputs
+    return Schema(
+        [
+            ColSpec(col.type, col.name, required=not bool(frame[col.name].isna().any()))
+            for col in sample.inputs
+        ]
+    )
+
+
+def split_dataset(frame: pd.DataFrame, lineage: Mapping[str, Any], split: str) -> PandasDataset:
+    """One split's rows as an MLflow dataset: its source the Delta table at the version read."""
     source = DeltaDatasetSource(
         path=lineage["table_path"], delta_table_version=int(lineage["table_version"])
     )
+    frame = frame.assign(cutoff=pd.to_datetime(frame["cutoff"]))
+    with warnings.catch_warnings():
+        # MLflow's hint about integer model inputs; here only the 0/1 label is an integer.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        ds = from_pandas(
+            frame,
+            source=source,
+            targets=LABEL,
+            name=f"user_activity_daily@v{lineage['table_version']}:{split}",
+        )
+        # PandasDataset.schema is a cached property: this value is the one it would cache.
+        ds.schema = dataset_schema(frame)
+    return ds
+
+
+def _log_inputs(parts: Mapping[str, pd.DataFrame], lineage: Mapping[str, Any]) -> None:
     for s in SPLITS:
-        frame = parts[s].assign(cutoff=pd.to_datetime(parts[s]["cutoff"]))
-        with warnings.catch_warnings():
-            # MLflow's hint about integer model inputs; here only the 0/1 label is an integer.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-            ds = from_pandas(
-                frame,
-                source=source,
-                targets=LABEL,
-                name=f"user_activity_daily@v{lineage['table_version']}:{s}",
-            )
-            mlflow.log_input(ds, context=s)
+        mlflow.log_input(split_dataset(parts[s], lineage, s), context=s)
 
 
 def _score_champion(
