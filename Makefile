@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spark/Delta jars from Maven + the validator's fast path (javac)
+setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spark/Delta jars from Maven + the validator's fast path (javac) + the Spark driver's class archive
 	@$(PY) -m infra.jars
+	@$(PY) -m infra.class_archive
 
 up: setup  ## start Kafka (KRaft) and MLflow on 127.0.0.1, wait until both answer
 	@$(VENV)/bin/churn-stack --config $(CONFIG) up

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from infra import jars
+from infra import class_archive, jars
 from infra.config import Config
 
 # Maven Central only, for spark.packages (jvm/ivysettings.xml says why).
@@ -65,6 +65,12 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
             jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
             conf["spark.jars"] = ",".join(str(p) for p in jars.spark_classpath(jar_dir))
     conf.update(cfg.spark.conf)
+    if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
+        # The driver maps the classes `make setup` archived (docs/decisions.md, decision 47).
+        archive = class_archive.java_options(Path(cfg.resolve(cfg.spark.jars_dir)))
+        if archive:
+            extra = conf.get("spark.driver.extraJavaOptions")
+            conf["spark.driver.extraJavaOptions"] = f"{archive} {extra}" if extra else archive
     return conf
 
 

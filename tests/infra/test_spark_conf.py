@@ -1,6 +1,9 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from infra import jars
+from infra import class_archive, jars
 from infra.config import load_config
 from infra.spark import spark_conf
 
@@ -51,3 +54,36 @@ def test_artifact_name_strips_the_version():
     assert jars.artifact_name("RoaringBitmap-0.9.25.jar") == "RoaringBitmap"
     assert jars.artifact_name("spark-sql-kafka-0-10_2.13-4.2.0.jar") == "spark-sql-kafka-0-10_2.13"
     assert jars.artifact_name("zstd-jni-1.5.7-3.jar") == "zstd-jni"
+
+
+def test_the_driver_maps_the_class_archive_make_setup_wrote():
+    conf = spark_conf(load_config("local", environ={}), "app")
+    option = conf["spark.driver.extraJavaOptions"]
+    assert option.startswith("-XX:SharedArchiveFile=")
+    assert Path(option.split("=", 1)[1]).stat().st_size > 10 * 2**20
+
+
+def test_a_configured_driver_java_option_is_kept_beside_the_archive():
+    cfg = load_config("local", environ={})
+    mine = {"spark.driver.extraJavaOptions": "-Dchurn.probe=1"}
+    cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": mine})})
+    option = spark_conf(cfg, "app")["spark.driver.extraJavaOptions"]
+    assert option.startswith("-XX:SharedArchiveFile=") and option.endswith(" -Dchurn.probe=1")
+
+
+def test_an_archive_made_for_another_java_pyspark_or_jars_is_not_used(tmp_path, monkeypatch):
+    folder = class_archive.archive_dir(tmp_path)
+    folder.mkdir()
+    (folder / class_archive.ARCHIVE).write_bytes(b"archive")
+    now = {"java": "/usr/lib/jvm/17/bin/java", "pyspark": "4.2.0", "jars": ["a.jar"]}
+    monkeypatch.setattr(class_archive, "fingerprint", lambda _dir: dict(now))
+    (folder / class_archive.STAMP).write_text(json.dumps(now))
+    assert (
+        class_archive.java_options(tmp_path)
+        == f"-XX:SharedArchiveFile={folder / 'spark-driver.jsa'}"
+    )
+    for key, other in (("java", "/opt/jdk21/bin/java"), ("pyspark", "4.2.1"), ("jars", ["b.jar"])):
+        (folder / class_archive.STAMP).write_text(json.dumps({**now, key: other}))
+        assert class_archive.java_options(tmp_path) is None, key
+    (folder / class_archive.STAMP).unlink()
+    assert class_archive.java_options(tmp_path) is None
