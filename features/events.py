@@ -4,9 +4,10 @@ Every function here is a pure DataFrame -> DataFrame transform. Parsing never dr
 and never fails the query: a bad record gets a `reject_reason` instead. The contract and the
 reason codes (with their order) are documented in docs/events.md.
 
-The parse takes two steps (docs/decisions.md, decisions 27 and 44): :func:`stage_events`
-runs the validator's JVM fast path (jvm/validator), which types the plainly valid events
-and leaves every other record in doubt; :func:`check_doubtful` runs the contract's one
+The parse takes two steps (docs/decisions.md, decisions 27, 44 and 48): :func:`stage_events`
+rejects the records with a null key or an oversized value (check_record's first two rules,
+which read no byte of the value) and runs the validator's JVM fast path (jvm/validator),
+which types the plainly valid events; every other record is in doubt, and :func:`check_doubtful` runs the contract's one
 validator (features.validate, in Spark's Python workers) on the doubtful records only.
 :func:`parse_events` is both at once.
 """
@@ -144,6 +145,7 @@ def parse_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
 # The staged records: the parsed columns, the event's UTC date, whether it is in doubt.
 STAGED_COLUMNS: tuple[str, ...] = (*PARSED_COLUMNS, "event_date", "in_doubt")
 _FAST = "_fast"
+_REJECTED = "_rejected"
 _FAST_PATHS: dict[tuple[str, int], Any] = {}
 _log = logging.getLogger("churn.validator")
 
@@ -182,10 +184,12 @@ def _fast_path(spark: SparkSession, max_value_bytes: int) -> Any | None:
 def stage_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
     """Kafka records through the validator's JVM fast path, as STAGED_COLUMNS.
 
-    A plainly valid event is typed and final (`in_doubt` false, no bytes). Any other record
-    is `in_doubt`: typed columns null, `raw_key` and `raw_value` its bytes, `reject_reason`
-    null until :func:`check_doubtful` decides. Without the fast path's jar every record is
-    in doubt.
+    A plainly valid event is typed and final (`in_doubt` false, no bytes). So is a record
+    that check_record's first two rules reject, a null key or a value over
+    ``max_value_bytes``: its reason is set and its bytes kept, with no parse. Any other
+    record is `in_doubt`: typed columns null, `raw_key` and `raw_value` its bytes,
+    `reject_reason` null until :func:`check_doubtful` decides. Without the fast path's jar
+    every record but those two kinds is in doubt.
     """
     fast = _fast_path(raw.sparkSession, max_value_bytes)
     typed = (
@@ -193,18 +197,24 @@ def stage_events(raw: DataFrame, *, max_value_bytes: int) -> DataFrame:
         if fast is None
         else JvmColumn(fast.column(F.col("key")._jc, F.col("value")._jc, TYPED_SCHEMA))
     )
+    # check_record's first two rules read no byte of the value (docs/decisions.md, 48).
+    rejected = F.when(F.col("key").isNull(), F.lit("null_key")).when(
+        F.octet_length(F.col("value")) > F.lit(max_value_bytes), F.lit("oversized_value")
+    )
     # Two projections, so that the fast path runs once per record, not once per use.
-    staged = raw.select(*[F.col(c) for c in _KAFKA_COLUMNS], typed.alias(_FAST))
-    doubt = F.col(_FAST).isNull()
+    staged = raw.select(
+        *[F.col(c) for c in _KAFKA_COLUMNS], typed.alias(_FAST), rejected.alias(_REJECTED)
+    )
+    untyped = F.col(_FAST).isNull()
     coordinates = zip(_COORDINATE_COLUMNS, _SOURCE_COLUMNS, strict=True)
     return staged.select(
         *[F.col(f"{_FAST}.{name}").alias(name) for name in TYPED_FIELDS],
         *[F.col(c).alias(name) for c, name in coordinates],
-        F.when(doubt, F.col("key")).alias("raw_key"),
-        F.when(doubt, F.col("value")).alias("raw_value"),
-        F.lit(None).cast("string").alias("reject_reason"),
+        F.when(untyped, F.col("key")).alias("raw_key"),
+        F.when(untyped, F.col("value")).alias("raw_value"),
+        F.col(_REJECTED).alias("reject_reason"),
         utc_date(F.col(f"{_FAST}.event_time")).alias("event_date"),
-        doubt.alias("in_doubt"),
+        (untyped & F.col(_REJECTED).isNull()).alias("in_doubt"),
     )
 
 

@@ -17,7 +17,15 @@ from pyspark.sql import DataFrame, SparkSession
 
 from features.events import _fast_path, parse_events, stage_events
 from features.validate import TYPED_FIELDS, check_record
-from tests.contract_cases import BAD_INPUTS, MAX_BYTES, NEAR_MISSES, random_edits, raw, simulated
+from tests.contract_cases import (
+    BAD_INPUTS,
+    MAX_BYTES,
+    NEAR_MISSES,
+    event,
+    random_edits,
+    raw,
+    simulated,
+)
 
 Records = list[tuple[bytes | None, bytes | None]]
 RAW_SCHEMA = (
@@ -45,8 +53,9 @@ def _by_offset(frame: DataFrame, offset: str) -> dict[int, dict[str, Any]]:
 
 
 def _check(spark: SparkSession, records: Records) -> list[dict[str, Any] | None]:
-    """Parse ``records`` in Spark; assert every verdict is check_record's; return what the
-    fast path typed for each record (None where it was in doubt)."""
+    """Parse ``records`` in Spark; assert every verdict is check_record's, and so is every
+    verdict reached without the Python validator; return the events the JVM typed (None
+    for a record it doubted or rejected)."""
     frame = _raw(spark, records)
     parsed = _by_offset(
         parse_events(frame, max_value_bytes=MAX_BYTES).select(
@@ -54,17 +63,20 @@ def _check(spark: SparkSession, records: Records) -> list[dict[str, Any] | None]
         ),
         "source_offset",
     )
-    staged = stage_events(frame, max_value_bytes=MAX_BYTES)
-    fast = _by_offset(staged.select("source_offset", "in_doubt", *TYPED_FIELDS), "source_offset")
+    staged = stage_events(frame, max_value_bytes=MAX_BYTES).select(
+        "source_offset", "in_doubt", "reject_reason", *TYPED_FIELDS
+    )
+    fast = _by_offset(staged, "source_offset")
     typed: list[dict[str, Any] | None] = []
     for i, (key, value) in enumerate(records):
         fields, reason = check_record(key, value, MAX_BYTES)
         got = parsed[i]
         assert (got.pop("reject_reason"), got) == (reason, fields), (key, value)
-        sure = None if fast[i].pop("in_doubt") else fast[i]
-        if sure is not None:
-            assert reason is None and sure == fields, (key, value)
-        typed.append(sure)
+        row = fast[i]
+        doubt, staged_reason = row.pop("in_doubt"), row.pop("reject_reason")
+        if not doubt:  # decided in the JVM, without the Python validator
+            assert (staged_reason, row) == (reason, fields), (key, value)
+        typed.append(None if doubt or reason is not None else row)
     return typed
 
 
@@ -96,3 +108,27 @@ def test_simulated_events_all_take_the_fast_path(fast_spark: SparkSession) -> No
     """The shortcut must serve the common case, else it is only a second code path."""
     typed = _check(fast_spark, simulated(3000))
     assert all(t is not None for t in typed)
+
+
+def test_null_keys_and_oversized_values_are_rejected_without_the_python_validator(
+    fast_spark: SparkSession,
+) -> None:
+    """check_record's first two rules read no byte of the value: Spark applies them itself
+    (decision 48), so a topic of keyless records costs no Python."""
+    records = [
+        (None, raw(event())),
+        (None, b"\xff" * (MAX_BYTES + 1)),
+        (None, None),
+        (b"u-1", raw(event(padding="x" * MAX_BYTES))),
+        (b"u-1", b"{" * (MAX_BYTES + 1)),
+    ]
+    _check(fast_spark, records)
+    staged = stage_events(_raw(fast_spark, records), max_value_bytes=MAX_BYTES)
+    rows = staged.orderBy("source_offset").collect()
+    decided = [(r.in_doubt, r.reject_reason, r.raw_value is not None) for r in rows]
+    assert (
+        decided
+        == [(False, "null_key", True)] * 2
+        + [(False, "null_key", False)]
+        + [(False, "oversized_value", True)] * 2
+    )
