@@ -4,12 +4,12 @@ Every function here is a pure DataFrame -> DataFrame transform. Parsing never dr
 and never fails the query: a bad record gets a `reject_reason` instead. The contract and the
 reason codes (with their order) are documented in docs/events.md.
 
-The parse takes two steps (docs/decisions.md, decisions 27, 44 and 48): :func:`stage_events`
+The parse takes two steps (docs/decisions.md, decisions 27, 44 and 48). :func:`stage_events`
 rejects the records with a null key or an oversized value (check_record's first two rules,
 which read no byte of the value) and runs the validator's JVM fast path (jvm/validator),
-which types the plainly valid events; every other record is in doubt, and :func:`check_doubtful` runs the contract's one
-validator (features.validate, in Spark's Python workers) on the doubtful records only.
-:func:`parse_events` is both at once.
+which types the plainly valid events; every other record is in doubt.
+:func:`check_doubtful` runs the contract's one validator (features.validate, in Spark's
+Python workers) on the doubtful records only. :func:`parse_events` is both at once.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def _java() -> Path | None:
 
 def fingerprint(jars_dir: Path) -> dict[str, object] | None:
     """What the archive is valid for: the JVM binary, pyspark's version and jars, the
-    project's Spark jars. None when no java is found. Cheap: no process is started."""
+    project's Spark jars. None without a java or the Spark jars. Cheap: no process is
+    started."""
     java = _java()
     if java is None:
         return None
