@@ -335,6 +335,13 @@ def main(argv: list[str] | None = None) -> None:
         default=10.0,
         help="seconds over which a round's probe events go out (default 10)",
     )
+    p.add_argument(
+        "--background-rate",
+        type=float,
+        default=None,
+        help="background events/s while probing (default: half the sustained rate); a fixed "
+        "rate compares two latency runs under the same load",
+    )
     p.add_argument("--out", type=Path, default=None, help="append the JSON result to this file")
     args = p.parse_args(argv)
 
@@ -481,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         watcher = ScoreWatcher(cfg)
         wait_until(watcher.assigned.is_set, 60, "the scores consumer's assignment")
-        half = min(sustained, args.rate) / 2
+        half = args.background_rate or min(sustained, args.rate) / 2
         # Terminated once the probes are done.
         n_probe_s = (30 + args.probe_spread_s) * (args.rounds + 1) + 240
         background = start_producer(overrides, topic, half, n_probe_s, f"bg-{run}")
@@ -523,10 +530,12 @@ def main(argv: list[str] | None = None) -> None:
         "event_to_score_p50_s": round(percentile(latencies, 0.5), 2),
         "event_to_score_p95_s": round(percentile(latencies, 0.95), 2),
         "probe_spread_s": args.probe_spread_s,
+        "background_eps": round(half),
         "small_batch_s": round(small_batch_s, 2),
         "scorer_batch_median_s": round(statistics.median(score_times), 2) if score_times else None,
         "partitions": cfg.kafka.partitions,
         "trigger_s": cfg.stream_features.trigger_s,
+        "scorer_trigger_s": cfg.scoring.trigger_s,
     }
     report(result, args.out)
     spark.stop()

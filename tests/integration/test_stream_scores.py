@@ -436,8 +436,11 @@ def test_killed_scorer_restarts_from_its_checkpoint_without_duplicates(scenario,
             .where(F.col("user_id").isin(users[n % len(users)], users[(n + 7) % len(users)]))
             .withColumn("n_events_lifetime", F.col("n_events_lifetime") + n)
         )
+        # Batch ids above the scenario's (1003-1005): each touch is the newest vector of its
+        # users by batch id too, as the feature stream's would be, so the batch job's latest
+        # vector per user is the one the stream scored last.
         append(
-            changed.withColumn("batch_id", F.lit(1000 + n).cast("long")),
+            changed.withColumn("batch_id", F.lit(2000 + n).cast("long")),
             features.path("user_features"),
             Txn("crash", n),
         )
