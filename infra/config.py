@@ -180,8 +180,10 @@ class ScoringConfig(_Model):
     """The score move that counts as changed."""
     reasons_for_bands: list[Literal["low", "medium", "high"]] = ["medium", "high"]
     """Bands whose scores carry the top-3 reasons (exact TreeSHAP costs ~200x a prediction)."""
-    trigger_s: float = Field(1, ge=0)
-    """Seconds between micro-batches; 0 scores what is there and stops."""
+    trigger_s: float = Field(0.25, ge=0)
+    """Seconds between micro-batches; 0 scores what is there and stops. A short trigger
+    picks up a feature commit sooner: an idle trigger only lists the table's log
+    (docs/decisions.md, decision 49)."""
     checkpoint_name: str = "stream_scores"
     """The query's checkpoint directory under storage.checkpoints."""
     wait_for_model_s: float = Field(10, gt=0)

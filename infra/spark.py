@@ -29,14 +29,22 @@ DELTA_CONF = {
 # Commits between Delta checkpoints on every table this project creates (Delta's default: 10).
 CHECKPOINT_INTERVAL = 100
 
+# The JIT of a local driver whose work is orchestration (small Spark jobs, Delta commits):
+# C1 only. With C2 as well, the scorer's JVM spent more CPU compiling than running, beside
+# the feature stream on the same two cores (docs/decisions.md, decision 49).
+LIGHT_JIT = "-XX:TieredStopAtLevel=1"
+
 
 def under_spark_submit() -> bool:
     """True when spark-submit launched this Python driver (it hands us a running JVM)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ and "PYSPARK_GATEWAY_SECRET" in os.environ
 
 
-def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
-    """Every Spark setting the session gets, as plain strings (testable without a JVM)."""
+def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[str, str]:
+    """Every Spark setting the session gets, as plain strings (testable without a JVM).
+
+    ``light_jit``: a local driver compiles with C1 only (LIGHT_JIT); under spark-submit the
+    driver's JVM is already running, and its options belong to the submit command."""
     conf: dict[str, str] = {
         "spark.app.name": app_name,
         "spark.sql.session.timeZone": "UTC",
@@ -68,20 +76,22 @@ def spark_conf(cfg: Config, app_name: str) -> dict[str, str]:
     if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
         # The driver maps the classes `make setup` archived (docs/decisions.md, decision 47).
         archive = class_archive.java_options(Path(cfg.resolve(cfg.spark.jars_dir)))
-        if archive:
-            extra = conf.get("spark.driver.extraJavaOptions")
-            conf["spark.driver.extraJavaOptions"] = f"{archive} {extra}" if extra else archive
+        options = [archive, LIGHT_JIT if light_jit else None]
+        options.append(conf.get("spark.driver.extraJavaOptions"))
+        if any(options):
+            conf["spark.driver.extraJavaOptions"] = " ".join(o for o in options if o)
     return conf
 
 
-def build_spark(cfg: Config, app_name: str) -> SparkSession:
-    """Build (or return the running) SparkSession with Delta and the Kafka connector."""
+def build_spark(cfg: Config, app_name: str, *, light_jit: bool = False) -> SparkSession:
+    """Build (or return the running) SparkSession with Delta and the Kafka connector;
+    ``light_jit`` as in spark_conf."""
     if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM at launch
         # The event validator runs in Python workers (features/events.py): this interpreter.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
-    for key, value in spark_conf(cfg, app_name).items():
+    for key, value in spark_conf(cfg, app_name, light_jit=light_jit).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -183,7 +183,8 @@ def start_score_stream(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
-    spark = build_spark(cfg, app_name="stream-scores")
+    # Its batches are small jobs and commits around pandas: C1 is enough (decision 49).
+    spark = build_spark(cfg, app_name="stream-scores", light_jit=True)
     query = start_score_stream(
         spark,
         cfg,

@@ -71,6 +71,24 @@ def test_a_configured_driver_java_option_is_kept_beside_the_archive():
     assert option.startswith("-XX:SharedArchiveFile=") and option.endswith(" -Dchurn.probe=1")
 
 
+def test_a_light_jit_driver_compiles_with_c1_only_and_keeps_the_other_options(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    cfg = load_config("local", environ={})
+    mine = {"spark.driver.extraJavaOptions": "-Dchurn.probe=1"}
+    cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": mine})})
+    option = spark_conf(cfg, "app", light_jit=True)["spark.driver.extraJavaOptions"].split()
+    assert option[0].startswith("-XX:SharedArchiveFile=")
+    assert option[1:] == ["-XX:TieredStopAtLevel=1", "-Dchurn.probe=1"]
+    assert "TieredStopAtLevel" not in spark_conf(cfg, "app")["spark.driver.extraJavaOptions"]
+    # Under spark-submit the driver's JVM runs already: its options are the command's.
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
+    monkeypatch.setenv("PYSPARK_GATEWAY_SECRET", "x")
+    assert spark_conf(cfg, "app", light_jit=True)["spark.driver.extraJavaOptions"] == (
+        "-Dchurn.probe=1"
+    )
+
+
 def test_an_archive_made_for_another_java_pyspark_or_jars_is_not_used(tmp_path, monkeypatch):
     folder = class_archive.archive_dir(tmp_path)
     folder.mkdir()
