@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,10 +46,17 @@ def _java() -> Path | None:
     return Path(found).resolve() if found and Path(found).exists() else None
 
 
+def _files(paths: list[Path]) -> list[list[object]]:
+    """Name, size and modification time (whole seconds) of each file: what the JVM checks
+    of every jar on the classpath before it maps an archive (it refuses one whose jars
+    changed, with a warning, and loads every class again)."""
+    return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in paths]
+
+
 def fingerprint(jars_dir: Path) -> dict[str, object] | None:
     """What the archive is valid for: the JVM binary, pyspark's version and jars, the
-    project's Spark jars. None without a java or the Spark jars. Cheap: no process is
-    started."""
+    project's Spark jars, each jar by name, size and modification time. None without a java
+    or the Spark jars. Cheap: no process is started."""
     java = _java()
     if java is None:
         return None
@@ -58,14 +65,15 @@ def fingerprint(jars_dir: Path) -> dict[str, object] | None:
     import pyspark
 
     try:
-        project_jars = [p.name for p in jars.spark_classpath(jars_dir)]
+        project_jars = _files(jars.spark_classpath(jars_dir))
     except FileNotFoundError:
         return None
+    pyspark_jars = json.dumps(_files(jars.pyspark_jar_files()))
     return {
         "java": str(java),
         "jvm": [jvm_id.stat().st_size, int(jvm_id.stat().st_mtime)],
         "pyspark": pyspark.__version__,
-        "pyspark_jars": hashlib.sha256("\n".join(sorted(jars.pyspark_jars())).encode()).hexdigest(),
+        "pyspark_jars": hashlib.sha256(pyspark_jars.encode()).hexdigest(),
         "jars": project_jars,
     }
 
@@ -168,12 +176,11 @@ def _pipeline_run(spark: SparkSession, cfg: Config, scratch: Path) -> None:
         (e["user_id"].encode(), json.dumps(e, separators=(",", ":")).encode()) for e in events
     ]
     records += [(b"u-bad", b"{not json"), (None, b'{"event_id": "x"}')]
-    now = time.time()
+    now = datetime.now(UTC)
     rows = [
         (key, value, "class-archive", n % 2, n // 2, now) for n, (key, value) in enumerate(records)
     ]
-    raw = spark.createDataFrame(rows, KAFKA_SCHEMA.replace("timestamp timestamp", "ts double"))
-    raw = raw.withColumn("timestamp", F.col("ts").cast("timestamp")).drop("ts")
+    raw = spark.createDataFrame(rows, KAFKA_SCHEMA)
     store = FeatureStore(str(scratch / "warehouse"))
     rules = ingest_rules(cfg)
     for batch_id, part in enumerate((raw.where(F.col("offset") < 5_000), raw)):

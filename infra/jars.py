@@ -53,8 +53,13 @@ def _pyspark_dir() -> Path:
     return Path(pyspark.__file__).parent
 
 
+def pyspark_jar_files() -> list[Path]:
+    """The jars pyspark ships (its JVM's classpath), in name order."""
+    return sorted((_pyspark_dir() / "jars").glob("*.jar"))
+
+
 def pyspark_jars() -> set[str]:
-    return {artifact_name(p.name) for p in (_pyspark_dir() / "jars").glob("*.jar")}
+    return {artifact_name(p.name) for p in pyspark_jar_files()}
 
 
 def _source_hash(name: str) -> str:

@@ -40,6 +40,12 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ and "PYSPARK_GATEWAY_SECRET" in os.environ
 
 
+def local_driver(cfg: Config) -> bool:
+    """True when this process starts its own driver JVM for a local master: its JVM options,
+    host and environment are ours to set (under spark-submit they are the command's)."""
+    return not under_spark_submit() and (cfg.spark.master or "local").startswith("local")
+
+
 def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[str, str]:
     """Every Spark setting the session gets, as plain strings (testable without a JVM).
 
@@ -61,7 +67,7 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
     if not under_spark_submit():
         if cfg.spark.master:
             conf["spark.master"] = cfg.spark.master
-        if (cfg.spark.master or "local").startswith("local"):
+        if local_driver(cfg):
             # A local driver serves only this machine: listen on loopback, not on eth0.
             conf["spark.driver.host"] = "127.0.0.1"
             conf["spark.driver.bindAddress"] = "127.0.0.1"
@@ -73,7 +79,7 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
             jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
             conf["spark.jars"] = ",".join(str(p) for p in jars.spark_classpath(jar_dir))
     conf.update(cfg.spark.conf)
-    if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
+    if local_driver(cfg):
         # The driver maps the classes `make setup` archived (docs/decisions.md, decision 47).
         archive = class_archive.java_options(Path(cfg.resolve(cfg.spark.jars_dir)))
         options = [archive, LIGHT_JIT if light_jit else None]
@@ -86,7 +92,7 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
 def build_spark(cfg: Config, app_name: str, *, light_jit: bool = False) -> SparkSession:
     """Build (or return the running) SparkSession with Delta and the Kafka connector;
     ``light_jit`` as in spark_conf."""
-    if not under_spark_submit() and (cfg.spark.master or "local").startswith("local"):
+    if local_driver(cfg):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM at launch
         # The event validator runs in Python workers (features/events.py): this interpreter.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

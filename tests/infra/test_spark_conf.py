@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,21 @@ def test_an_archive_made_for_another_java_pyspark_or_jars_is_not_used(tmp_path, 
         assert class_archive.java_options(tmp_path) is None, key
     (folder / class_archive.STAMP).unlink()
     assert class_archive.java_options(tmp_path) is None
+
+
+def test_the_fingerprint_moves_when_a_jar_is_rewritten(tmp_path, monkeypatch):
+    """The JVM refuses an archive whose classpath jars changed size or time (and loads every
+    class again): such a jar must make the archive stale, so that `make setup` writes it anew."""
+    if class_archive.fingerprint(jars.DEFAULT_JARS_DIR) is None:
+        pytest.skip("needs java and the Spark jars (make setup)")
+    jar = tmp_path / "connector.jar"
+    jar.write_bytes(b"jar")
+    monkeypatch.setattr(jars, "spark_classpath", lambda _dir: [jar])
+    before = class_archive.fingerprint(tmp_path)
+    assert before == class_archive.fingerprint(tmp_path)
+    os.utime(jar, (jar.stat().st_atime, jar.stat().st_mtime + 5))
+    touched = class_archive.fingerprint(tmp_path)
+    assert touched != before
+    jar.write_bytes(b"jar, rebuilt")
+    os.utime(jar, (jar.stat().st_atime, int(jar.stat().st_mtime)))
+    assert class_archive.fingerprint(tmp_path) not in (before, touched)
