@@ -27,7 +27,8 @@ Generated from `infra/config.py` by `python -m infra.config_docs`; do not edit b
 
 A config is `conf/<name>.yaml` (every job takes `--config <name or path>`; the Makefile
 passes `CONFIG`, default `local`). Keys not listed here are errors, and a value outside its
-limits fails at start-up naming the key. Any key can be overridden from the environment:
+limits fails at start-up naming the key (one message, exit status 2; `--debug` shows the
+traceback). Any key can be overridden from the environment:
 `{ENV_PREFIX}` + the key's path in upper case with `__` between levels, the value parsed as
 YAML, e.g. `{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS=broker-1:9092` or
 `{ENV_PREFIX}TRAINING__LIGHTGBM__NUM_LEAVES=63`. Relative local paths are relative to the

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import jars
-from infra.config import Config, ConfigError, load_config
+from infra.cli import add_config_arguments, run
+from infra.config import Config, load_config
 
 KAFKA_DIR = Path(__file__).resolve().parents[1] / "jvm" / "kafka"
 KAFKA_TOOLS = {
@@ -362,6 +363,11 @@ def run_kafka_tool(stack: Stack, tool: str, args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``churn-stack``: a bad --config prints one line and exits 2 (infra.cli)."""
+    run(_main, "churn-stack", argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="churn-stack",
         description="Start, stop and inspect the embedded local stack (Kafka KRaft broker + "
@@ -369,9 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         epilog="Kafka tools take their usual options; --bootstrap-server defaults to the local "
         "broker, e.g. `churn-stack kafka-topics --list`.",
     )
-    parser.add_argument(
-        "--config", default="local", help="conf/<name>.yaml or a YAML path (default: local)"
-    )
+    add_config_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start Kafka and MLflow and wait until both answer")
     sub.add_parser("down", help="stop the processes `up` started")
@@ -379,12 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     for tool in KAFKA_TOOLS:
         sub.add_parser(tool, help=f"run Kafka's {tool} from the fetched jars", add_help=False)
     args, rest = parser.parse_known_args(argv)
-    try:
-        stack = Stack.from_config(load_config(args.config))
-    except ConfigError as exc:
-        raise SystemExit(str(exc)) from None
+    stack = Stack.from_config(load_config(args.config))
     if args.command in KAFKA_TOOLS:
-        raise SystemExit(run_kafka_tool(stack, args.command, rest))
+        return run_kafka_tool(stack, args.command, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
@@ -393,9 +394,10 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "down":
             down(stack)
         elif not status(stack):
-            raise SystemExit(1)
+            return 1
     except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
         raise SystemExit(f"churn-stack {args.command}: {exc}") from None
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import sys
 import time
 
+from infra.cli import UsageError, add_config_arguments, run
 from infra.config import load_config
 from infra.spark import build_spark
 from jobs.replay import MAPPED, add_mapping_args, log_sources, mapping_from_args
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument(
         "--log",
         action="append",
@@ -62,10 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config)
     sf = cfg.stream_features
     if not args.log and (args.preset or any(getattr(args, k) for k in MAPPED)):
-        raise SystemExit("backfill: --preset and the column options describe a --log; give one")
+        raise UsageError("--preset and the column options describe a --log; give one")
     if args.batch_records is not None and args.batch_records < 1:
-        raise SystemExit(f"backfill: --batch-records must be at least 1, not {args.batch_records}")
-    mapping = mapping_from_args(args, prog="backfill") if args.log else None
+        raise UsageError(f"--batch-records must be at least 1, not {args.batch_records}")
+    mapping = mapping_from_args(args) if args.log else None
     spark = build_spark(cfg, app_name="backfill-features")
     source_store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
     target = FeatureStore(args.warehouse or source_store.warehouse)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             raw = log_records(spark, sources, mapping)
         except (FileNotFoundError, ValueError) as exc:
             spark.stop()
-            raise SystemExit(f"backfill: {exc}") from None
+            raise UsageError(str(exc)) from None
         results = backfill_log(
             spark,
             target,
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "backfill")

@@ -25,6 +25,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import client_config, ensure_topics, produce
 from infra.spark import build_spark
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument("--users", type=int, default=2000, help="simulated users (default: %(default)s)")
     p.add_argument("--days", type=int, default=150, help="simulated days (default: %(default)s)")
     p.add_argument("--big", action="store_true", help="a bigger run: 10,000 users over 180 days")
@@ -287,4 +288,4 @@ def print_summary(s: dict[str, Any], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "demo")

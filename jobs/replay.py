@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from infra.cli import UsageError, add_config_arguments, run
 from infra.config import load_config
 from infra.kafka_io import ensure_topics, produce
 from sources.replay import ONLINE_RETAIL, ReplayMapping, replay
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         help="files, a directory or a glob; a preset's directory may hold by-day/",
     )
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument("--topic", default=None, help="override the configured events topic")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many rows")
@@ -80,7 +81,7 @@ def add_mapping_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def mapping_from_args(args: argparse.Namespace, prog: str = "replay") -> ReplayMapping:
+def mapping_from_args(args: argparse.Namespace) -> ReplayMapping:
     given = {k: getattr(args, k) for k in MAPPED if getattr(args, k) is not None}
     if args.refund_prefix:
         given["refund_prefix"] = tuple(args.refund_prefix)
@@ -88,8 +89,8 @@ def mapping_from_args(args: argparse.Namespace, prog: str = "replay") -> ReplayM
         return replace(PRESETS[args.preset], **given)
     missing = [k for k in ("user_id", "event_time") if k not in given]
     if missing:
-        raise SystemExit(
-            f"{prog}: without --preset, give at least "
+        raise UsageError(
+            "without --preset, give at least "
             + " and ".join(f"--{k.replace('_', '-')}" for k in missing)
         )
     return ReplayMapping(**given)
@@ -128,4 +129,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "replay")

@@ -16,12 +16,12 @@ jobs/train.py --if-new-data; see docs/training.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from croniter import croniter
 from pyspark.sql import SparkSession
 
+from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.spark import build_spark
 from training.pipeline import current_table_version, daily_table, train
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument(
         "--cron",
         default=None,
@@ -113,4 +113,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, "schedule_train")

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from features.registry import FEATURE_NAMES
+from infra.cli import add_config_arguments, run
 from infra.config import load_config
 from infra.kafka_io import ensure_topics, spark_options
 from infra.spark import build_spark
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument(
         "--version", type=int, help="registered model version (default: the one at the alias)"
     )
@@ -93,4 +94,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "score_batch")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+from infra.cli import add_config_arguments, run
 from infra.config import load_config
 from infra.kafka_io import ensure_topics, produce
 from sources.simulator import SimulationConfig, ground_truth, simulate
@@ -20,7 +21,7 @@ from sources.simulator import SimulationConfig, ground_truth, simulate
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = SimulationConfig()
     p = argparse.ArgumentParser(prog="python -m jobs.simulate", description=__doc__)
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument(
         "--users", type=int, default=d.n_users, help="users at day 0 (default: %(default)s)"
     )
@@ -65,4 +66,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "simulate")

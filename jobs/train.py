@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from infra.cli import add_config_arguments, run
 from infra.config import load_config
 from infra.spark import build_spark
 from training.pipeline import current_table_version, daily_table, train
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="local", help="conf/<name>.yaml or a path (default: local)")
+    add_config_arguments(p)
     p.add_argument(
         "--if-new-data",
         action="store_true",
@@ -74,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, "train")
