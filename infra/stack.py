@@ -4,7 +4,8 @@ No Docker: the broker runs from the jars `make setup` fetched from Maven Central
 from the project's venv. Both listen on 127.0.0.1 only; their state, logs and pid files
 live under ``local_stack.state_dir``. ``up`` waits on real readiness probes (a Kafka
 metadata request, MLflow's ``/health``), is harmless when already up, and ``down`` stops
-exactly the processes whose pid files it wrote.
+exactly the processes it started and the ones those started, even when a server was killed
+and left its workers running.
 
     churn-stack up | down | status
     churn-stack kafka-topics --list         # Kafka's own CLI tools, from the fetched jars
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -25,6 +27,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from infra import jars
 from infra.cli import add_config_arguments, run
@@ -84,25 +88,37 @@ class Stack:
 # --- processes -------------------------------------------------------------------------
 
 
+# Every process the stack starts, and every process those start, carries this variable with
+# its service's state dir: `down` finds a server's workers even after the server itself was
+# killed (decision 51).
+_SERVICE_MARK = "CHURN_STACK_SERVICE"
+
+
 def _pid_alive(pid: int) -> bool:
+    """The process runs (a zombie, exited but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
+    except psutil.AccessDenied:
         return True
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+def _mark(stack: Stack, service: str) -> str:
+    return str(stack.state_dir / service)
+
+
+def members(stack: Stack, service: str) -> list[psutil.Process]:
+    """The live processes this stack started for ``service``, found by the mark in their
+    environment: the one it spawned and whatever that one spawned, orphans included."""
+    mark, found = _mark(stack, service), []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(_SERVICE_MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def running_pid(stack: Stack, service: str) -> int | None:
@@ -111,9 +127,19 @@ def running_pid(stack: Stack, service: str) -> int | None:
     if not pidfile.exists():
         return None
     pid = int(pidfile.read_text().strip() or 0)
-    # The state dir is on the command line of both services: a recycled pid won't match.
-    if pid and _pid_alive(pid) and str(stack.state_dir) in _cmdline(pid):
+    # A recycled pid carries neither the service's mark nor the state dir in its command
+    # line (what identified a service started before the mark existed).
+    if pid and any(p.pid == pid for p in members(stack, service)):
         return pid
+    try:
+        if (
+            pid
+            and _pid_alive(pid)
+            and str(stack.state_dir) in " ".join(psutil.Process(pid).cmdline())
+        ):
+            return pid
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
     return None
 
 
@@ -123,19 +149,25 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _spawn(cmd: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+def _spawn(
+    stack: Stack,
+    service: str,
+    cmd: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        # A new session: the service outlives this command and `down` can signal its group.
+        # A new session: the service outlives this command and its terminal's Ctrl-C.
         proc = subprocess.Popen(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=env,
+            env={**(os.environ if env is None else env), _SERVICE_MARK: _mark(stack, service)},
         )
-    pidfile.write_text(str(proc.pid))
+    stack.path(service, "pid").write_text(str(proc.pid))
     return proc.pid
 
 
@@ -155,25 +187,29 @@ def _wait_ready(
     raise TimeoutError(f"{name} not ready after {timeout_s:.0f}s; see {log}")
 
 
-def stop_service(stack: Stack, service: str, timeout_s: float = 30) -> bool:
-    """Stop one service this stack started; False when it was not running."""
+def stop_service(stack: Stack, service: str, timeout_s: float = 30) -> list[int]:
+    """Stop every process this stack started for one service, orphans of a killed server
+    too: SIGTERM, then SIGKILL after ``timeout_s``. Returns their pids ([]: none ran)."""
+    procs = members(stack, service)
     pid = running_pid(stack, service)
-    pidfile = stack.path(service, "pid")
-    if pid is None:
-        pidfile.unlink(missing_ok=True)
-        return False
+    if pid is not None and all(p.pid != pid for p in procs):
+        procs.append(psutil.Process(pid))  # started before the mark existed
+    alive = procs
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        _, alive = psutil.wait_procs(alive, timeout=wait)
+        if not alive:
             break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.2)
-        if not _pid_alive(pid):
-            break
-    pidfile.unlink(missing_ok=True)
-    return True
+    stack.path(service, "pid").unlink(missing_ok=True)
+    return [p.pid for p in procs]
+
+
+def _clear_orphans(stack: Stack, service: str) -> str:
+    """Stop what a killed server of ``service`` left running, before starting a new one."""
+    orphans = stop_service(stack, service)
+    return f"stopped orphans of an earlier {service} (pids {orphans}); " if orphans else ""
 
 
 # --- Kafka -----------------------------------------------------------------------------
@@ -251,6 +287,7 @@ def start_kafka(stack: Stack) -> str:
     pid = running_pid(stack, "kafka")
     if pid is not None:
         return f"kafka already running (pid {pid})"
+    cleared = _clear_orphans(stack, "kafka")
     if _port_open(stack.host, stack.kafka_port) or _port_open(stack.host, stack.controller_port):
         raise RuntimeError(
             f"port {stack.kafka_port} or {stack.controller_port} on {stack.host} is in "
@@ -271,9 +308,9 @@ def start_kafka(stack: Stack) -> str:
         )
     log = stack.path("kafka", "broker.log")
     cmd = kafka_java(stack, "kafka.Kafka", [str(props)], log4j="broker", heap=stack.kafka_heap)
-    pid = _spawn(cmd, log, stack.path("kafka", "pid"))
+    pid = _spawn(stack, "kafka", cmd, log)
     _wait_ready("kafka", pid, lambda: kafka_ready(stack.bootstrap), log, stack.timeout_s)
-    return f"kafka started (pid {pid})"
+    return f"{cleared}kafka started (pid {pid})"
 
 
 # --- MLflow ----------------------------------------------------------------------------
@@ -291,6 +328,7 @@ def start_mlflow(stack: Stack) -> str:
     pid = running_pid(stack, "mlflow")
     if pid is not None:
         return f"mlflow already running (pid {pid})"
+    cleared = _clear_orphans(stack, "mlflow")
     if _port_open(stack.host, stack.mlflow_port):
         raise RuntimeError(
             f"port {stack.mlflow_port} on {stack.host} is in use by a process this "
@@ -317,9 +355,9 @@ def start_mlflow(stack: Stack) -> str:
     log = d / "server.log"
     # The server's GenAI job runner starts ~8 worker processes this pipeline never uses.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    pid = _spawn(cmd, log, d / "pid", env=env)
+    pid = _spawn(stack, "mlflow", cmd, log, env=env)
     _wait_ready("mlflow", pid, lambda: mlflow_ready(stack.mlflow_uri), log, stack.timeout_s)
-    return f"mlflow started (pid {pid})"
+    return f"{cleared}mlflow started (pid {pid})"
 
 
 # --- commands --------------------------------------------------------------------------
@@ -334,7 +372,14 @@ def up(stack: Stack) -> None:
 
 def down(stack: Stack) -> None:
     for service in ("mlflow", "kafka"):
-        print(f"{service}: {'stopped' if stop_service(stack, service) else 'was not running'}")
+        leader = running_pid(stack, service)
+        stopped = stop_service(stack, service)
+        if not stopped:
+            print(f"{service}: was not running")
+        elif leader is None:
+            print(f"{service}: stopped what a killed {service} left running (pids {stopped})")
+        else:
+            print(f"{service}: stopped")
 
 
 def status(stack: Stack) -> bool:
@@ -348,10 +393,21 @@ def status(stack: Stack) -> bool:
             stack.path("mlflow", "server.log"),
         ),
     ]
+    hints = []
     for name, where, ok, log in rows:
         pid = running_pid(stack, name)
-        state = "up" if ok and pid else ("answering, not started by this stack" if ok else "down")
-        print(f"{name:7s} {state:5s} {where:24s} pid={pid or '-'}  log={log}")
+        orphans = [] if pid else [p.pid for p in members(stack, name)]
+        if ok and pid:
+            state = "up"
+        elif orphans:
+            state = "orphan"
+            hints.append(f"{name}: the server was killed, {orphans} still run; `down` stops them")
+        else:
+            state = "answering, not started by this stack" if ok else "down"
+        pids = ",".join(map(str, orphans)) or pid or "-"
+        print(f"{name:7s} {state:6s} {where:24s} pid={pids}  log={log}")
+    for hint in hints:
+        print(hint)
     print(f"state   {stack.state_dir}")
     return all(ok for _, _, ok, _ in rows)
 

@@ -1,7 +1,10 @@
 """The local stack as a user drives it: Kafka's own CLI, the MLflow health endpoint, restarts."""
 
 import os
+import signal
+import socket
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -45,15 +48,21 @@ def test_mlflow_health_endpoint_answers(mlflow_stack):
         assert (resp.status, resp.read().strip()) == (200, b"OK")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def test_up_status_down_leaves_nothing_behind(tmp_path):
     """A second, private stack: up answers, down stops exactly its processes and frees ports."""
-    import socket
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
     cfg = load_config(
         "local",
         environ={
@@ -77,3 +86,43 @@ def test_up_status_down_leaves_nothing_behind(tmp_path):
         assert not local_stack._port_open(stack.host, port), port
     for pid in pids:
         assert not local_stack._pid_alive(pid)
+
+
+def test_a_killed_mlflow_server_leaves_no_orphan_behind(tmp_path):
+    """`kill -9` of the server's recorded pid leaves its uvicorn worker serving the port:
+    `down` stops it, and so does `up`, which then starts a fresh server (decision 51)."""
+    cfg = load_config(
+        "local",
+        environ={
+            "CHURN__LOCAL_STACK__STATE_DIR": str(tmp_path / "stack"),
+            "CHURN__LOCAL_STACK__MLFLOW_PORT": str(free_port()),
+        },
+    )
+    stack = local_stack.Stack.from_config(cfg)
+
+    def kill_the_server() -> list[int]:
+        server = local_stack.running_pid(stack, "mlflow")
+        assert server is not None
+        workers = [p.pid for p in local_stack.members(stack, "mlflow") if p.pid != server]
+        assert workers, "the server runs its app in a worker process"
+        os.kill(server, signal.SIGKILL)
+        wait_until(lambda: not local_stack._pid_alive(server))
+        assert local_stack.running_pid(stack, "mlflow") is None
+        assert local_stack.mlflow_ready(stack.mlflow_uri), "the orphan still serves"
+        return workers
+
+    try:
+        local_stack.start_mlflow(stack)
+        orphans = kill_the_server()
+        assert sorted(local_stack.stop_service(stack, "mlflow")) == sorted(orphans)
+        assert not local_stack._port_open(stack.host, stack.mlflow_port)
+
+        local_stack.start_mlflow(stack)
+        orphans = kill_the_server()
+        started = local_stack.start_mlflow(stack)
+        assert started.startswith(f"stopped orphans of an earlier mlflow (pids {orphans});")
+        assert local_stack.mlflow_ready(stack.mlflow_uri)
+        assert all(not local_stack._pid_alive(pid) for pid in orphans)
+    finally:
+        local_stack.stop_service(stack, "mlflow")
+    assert local_stack.members(stack, "mlflow") == []
