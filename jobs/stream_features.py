@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_options
@@ -130,6 +131,7 @@ def start_feature_stream(
             state=state,
         )
         log(f"stream_features: {result.line()}")
+        faults.reached("features.committed", batch_id)
 
     reader = (
         spark.readStream.format("kafka")

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from features.registry import FEATURE_NAMES
+from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_options
@@ -156,6 +157,7 @@ def start_score_stream(
         )
         seen.append(batch_id)
         log(f"stream_scores: {result.line()}")
+        faults.reached("scores.written", batch_id)
 
     if not checkpoint_started(spark, checkpoint):
         # "latest" is resolved by Delta when the query starts: no version to name before.

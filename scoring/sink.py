@@ -21,6 +21,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from infra import faults
 from scoring.score import OUTPUT_COLUMNS
 from store.tables import Txn, append
 
@@ -156,6 +157,7 @@ class ScoreSink:
                 .option("topic", self.topic)
                 .save()
             )
+            faults.reached("scores.sent", txn.version)
         append(scores, self.path)
         self.committed[txn.app_id] = txn.version
         return True

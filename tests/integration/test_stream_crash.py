@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from features.aggregates import DAILY_COLUMNS
+from infra import faults
 from sources.simulator import SimulationConfig, simulate
 from store.ingest import rebuild
 from store.tables import FeatureStore
@@ -24,13 +26,17 @@ from tests.integration.streaming import send, stream_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def start_job(config_path, log_path, *extra: str) -> subprocess.Popen:
+def start_job(config_path, log_path, *extra: str, fault: str | None = None) -> subprocess.Popen:
+    """The job in its own process group; ``fault``: where it kills itself (infra/faults.py)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if fault:
+        env[faults.ENV] = fault
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.stream_features", "--config", str(config_path), *extra],
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
 
 
@@ -63,17 +69,19 @@ def test_killed_stream_restarts_without_losing_or_double_counting(
     store = FeatureStore(cfg.storage.warehouse)
 
     log = tmp_path / "job.log"
-    job = start_job(config_path, log)
+    # The job kills itself (SIGKILL, its JVM too) once batch 1 has committed to Delta and
+    # before its checkpoint commit: the window where a crash could lose or double a batch.
+    job = start_job(config_path, log, fault="features.committed@1")
     try:
-        # Batch 1 has committed to Delta, its checkpoint commit is still to come: the
-        # window where a crash could lose or double a batch. No sleep: the kill lands there
-        # or in batch 2 however fast the batches run.
-        wait_for_line(job, log, "stream_features: batch 1:", poll_s=0.1)
+        assert job.wait(600) == -signal.SIGKILL, log.read_text(errors="replace")[-3000:]
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-    done_before = store.read(spark, "feature_batches").count()
-    assert done_before < -(-len(events) // 1000), "the kill came too late to test a restart"
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert "CHURN_FAULT: SIGKILL at features.committed in batch 1" in log.read_text()
+    assert store.read(spark, "feature_batches").count() == 2
+    commits = Path(cfg.storage.checkpoints) / cfg.stream_features.checkpoint_name / "commits"
+    assert sorted(p.name for p in commits.iterdir() if p.name.isdigit()) == ["0"]
+    assert len(events) > 2 * 1000, "more batches after the restart"
 
     restarted = start_job(config_path, log, "--available-now")
     assert restarted.wait(600) == 0, log.read_text(errors="replace")[-3000:]

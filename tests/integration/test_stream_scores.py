@@ -34,6 +34,7 @@ from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from features.registry import FEATURE_NAMES
+from infra import faults
 from infra.config import Config
 from infra.kafka_io import client_config
 from jobs.stream_scores import app_id, model_cache, rules_from, start_score_stream
@@ -389,21 +390,32 @@ def test_restart_from_the_checkpoint_leaves_no_duplicates(scenario, spark, tmp_p
         (tmp_path / "moved-checkpoint").rename(checkpoint)
 
 
-def start_job(config_path: Path, log_path: Path, *extra: str) -> subprocess.Popen:
+def start_job(
+    config_path: Path, log_path: Path, *extra: str, fault: str | None = None
+) -> subprocess.Popen:
+    """The job in its own process group; ``fault``: where it kills itself (infra/faults.py)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if fault:
+        env[faults.ENV] = fault
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.stream_scores", "--config", str(config_path), *extra],
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
 
 
 @pytest.mark.slow
-def test_killed_scorer_restarts_from_its_checkpoint_without_duplicates(scenario, spark, tmp_path):
-    """kill -9 the job while feature updates keep coming, restart it: churn_scores holds each
-    score once, Kafka holds every one of them (some maybe twice, byte-identical), and the
-    batch job gives the same scores for the same features and model."""
+@pytest.mark.parametrize("fault", ["scores.sent", "scores.written"])
+def test_killed_scorer_restarts_from_its_checkpoint_without_duplicates(
+    scenario, spark, tmp_path, fault
+):
+    """kill -9 the job while feature updates keep coming, between its Kafka write and its
+    Delta append or between that append and its checkpoint commit; restart it:
+    churn_scores holds each score once, Kafka holds every one of them (some maybe twice,
+    byte-identical), and the batch job gives the same scores for the same features and
+    model."""
     s = scenario
     base, name, v2 = s["cfg"], s["cfg"].mlflow.model_name, s["versions"]["v2"]
     warehouse = tmp_path / "warehouse"
@@ -446,21 +458,21 @@ def test_killed_scorer_restarts_from_its_checkpoint_without_duplicates(scenario,
         )
 
     log = tmp_path / "job.log"
-    job = start_job(config_path, log)
+    # The job kills itself (SIGKILL, its JVM too) at the fault point of its third batch or
+    # a later one, while the updates keep coming (infra/faults.py).
+    job = start_job(config_path, log, fault=f"{fault}@2")
     n = 0
     try:
         deadline = time.monotonic() + 300
-        while "stream_scores: batch 1:" not in log.read_text(errors="replace"):
-            assert job.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "no second batch in time"
+        while job.poll() is None:
+            assert time.monotonic() < deadline, "the fault point was not reached in time"
             n += 1
             touch(n)
-        n += 1
-        touch(n)
-        time.sleep(1.5)  # somewhere inside the batch that scores it
+        assert job.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-3000:]
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert f"CHURN_FAULT: SIGKILL at {fault} in batch" in log.read_text()
     for _ in range(2):  # more updates while the scorer is down
         n += 1
         touch(n)
