@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -54,6 +55,8 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
     conf: dict[str, str] = {
         "spark.app.name": app_name,
         "spark.sql.session.timeZone": "UTC",
+        # Executors' Python workers on a cluster: the zone pin_utc gives the driver.
+        "spark.executorEnv.TZ": "UTC",
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
         # Small local micro-batches: adaptive coalescing would only add planning time.
@@ -89,9 +92,22 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
     return conf
 
 
+def pin_utc() -> None:
+    """Make this process's local time zone UTC, as the session's is (docs/decisions.md 53).
+
+    PySpark reads a datetime without a zone as local time when it builds a DataFrame, and
+    ``collect()`` hands timestamps back as local ones: on a machine set to another zone
+    each round trip through Spark would shift them. A local driver's JVM and its Python
+    workers, started after this, inherit the zone too."""
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+
+
 def build_spark(cfg: Config, app_name: str, *, light_jit: bool = False) -> SparkSession:
     """Build (or return the running) SparkSession with Delta and the Kafka connector;
     ``light_jit`` as in spark_conf."""
+    pin_utc()
     if local_driver(cfg):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM at launch
         # The event validator runs in Python workers (features/events.py): this interpreter.

@@ -1,12 +1,13 @@
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from infra import class_archive, jars
 from infra.config import load_config
-from infra.spark import spark_conf
+from infra.spark import pin_utc, spark_conf
 
 
 def test_local_session_gets_delta_and_the_fetched_jars():
@@ -124,3 +125,18 @@ def test_the_fingerprint_moves_when_a_jar_is_rewritten(tmp_path, monkeypatch):
     jar.write_bytes(b"jar, rebuilt")
     os.utime(jar, (jar.stat().st_atime, int(jar.stat().st_mtime)))
     assert class_archive.fingerprint(tmp_path) not in (before, touched)
+
+
+def test_sessions_and_processes_run_in_utc(monkeypatch):
+    """Decision 53: the session, the executors' Python workers and the driver's process."""
+    conf = spark_conf(load_config("local", environ={}), "app")
+    assert conf["spark.sql.session.timeZone"] == conf["spark.executorEnv.TZ"] == "UTC"
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert time.localtime(0).tm_hour == 5  # 05:30 in Kolkata
+        pin_utc()
+        assert os.environ["TZ"] == "UTC" and time.localtime(0).tm_hour == 0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
