@@ -44,3 +44,17 @@ PROPERTY_FIELDS: tuple[tuple[str, str], ...] = (
     ("plan", "string"),
     ("channel", "string"),
 )
+
+# The ids that key tables and topics: at most MAX_ID_CHARS characters, and none of the
+# characters that hide or reorder text where an id is shown (C0/C1 controls, the bidi
+# marks, embeddings, overrides and isolates). Anything else is invalid_value:<id>.
+ID_FIELDS: tuple[str, ...] = ("event_id", "user_id")
+MAX_ID_CHARS = 256
+FORBIDDEN_ID_CHARS: tuple[tuple[int, int], ...] = (  # inclusive code point ranges
+    (0x00, 0x1F),
+    (0x7F, 0x9F),
+    (0x061C, 0x061C),
+    (0x200E, 0x200F),
+    (0x202A, 0x202E),
+    (0x2066, 0x2069),
+)

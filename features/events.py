@@ -30,6 +30,8 @@ from pyspark.sql.classic.column import Column as JvmColumn
 from features.contract import (
     AMOUNT_REQUIRED_FOR,
     DEVICES,
+    FORBIDDEN_ID_CHARS,
+    MAX_ID_CHARS,
     PROPERTY_FIELDS,
     REQUIRED_FIELDS,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -39,9 +41,10 @@ from features.validate import PARSE_REASONS, TYPED_FIELDS, check_records
 
 # Every reject reason, in the order the rules are checked: the first failing rule wins.
 # parse_events sets the first block; time_rules and the duplicate rule
-# (duplicate_copies, then the ids already stored), which run after it, set the last three.
+# (duplicate_copies, then the ids already stored), which run after it, set the last four.
 REJECT_REASONS: tuple[str, ...] = (
     *PARSE_REASONS,
+    "before_earliest_event_time",
     "future_event_time",
     "too_late",
     "duplicate_event_id",
@@ -177,6 +180,8 @@ def _fast_path(spark: SparkSession, max_value_bytes: int) -> Any | None:
                 [name for name, _ in PROPERTY_FIELDS],
                 [json_type for _, json_type in PROPERTY_FIELDS],
                 list(TYPED_FIELDS[5:]),
+                MAX_ID_CHARS,
+                [bound for pair in FORBIDDEN_ID_CHARS for bound in pair],
             )
     return _FAST_PATHS[key]
 
@@ -247,17 +252,21 @@ def _as_utc(moment: datetime) -> datetime:
 def time_rules(
     batch: pd.DataFrame,
     *,
+    earliest_event_time: datetime | None = None,
     max_event_time: datetime | None = None,
     min_event_time: datetime | None = None,
     max_skew_after_record_s: int | None = None,
 ) -> pd.Series:
-    """Each row's reason after the time rules: still-valid events from the future become
+    """Each row's reason after the time rules: still-valid events before the earliest
+    possible time become `before_earliest_event_time`, those from the future
     `future_event_time`, those too late `too_late`; earlier reasons are kept.
 
     ``batch`` is a driver-side frame with `event_time`, `kafka_timestamp` (UTC) and
     `reject_reason` (the stream applies the rules to the verdict columns it holds, so its
     Spark job builds no per-batch expressions for them: docs/decisions.md, decision 43).
 
+    - earliest_event_time: events before it are no real events (the epoch, a zero
+      timestamp: stream_features.earliest_event_time);
     - max_event_time: events after it are from the future (a fixed bound, e.g. for backfills);
     - max_skew_after_record_s: events more than this after their own Kafka record timestamp
       (the producer's wall clock when it sent them) are from the future. Per record, so a
@@ -270,6 +279,10 @@ def time_rules(
     reason = batch["reject_reason"].astype(object).copy()
     event_time = pd.to_datetime(batch["event_time"], utc=True)
     valid = reason.isna() & event_time.notna()
+    if earliest_event_time is not None:
+        too_early = valid & (event_time < pd.Timestamp(_as_utc(earliest_event_time)))
+        reason[too_early] = "before_earliest_event_time"
+        valid &= ~too_early
     too_new = pd.Series(False, index=batch.index)
     if max_event_time is not None:
         too_new |= event_time > pd.Timestamp(_as_utc(max_event_time))

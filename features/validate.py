@@ -34,6 +34,9 @@ from features.contract import (
     AMOUNT_REQUIRED_FOR,
     DEVICES,
     EVENT_TYPES,
+    FORBIDDEN_ID_CHARS,
+    ID_FIELDS,
+    MAX_ID_CHARS,
     PROPERTY_FIELDS,
     REQUIRED_FIELDS,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -59,6 +62,7 @@ PARSE_REASONS: tuple[str, ...] = (
     "invalid_value:currency",
     "invalid_value:quantity",
     "invalid_value:device",
+    *[f"invalid_value:{name}" for name in ID_FIELDS],
     "key_mismatch",
 )
 # The typed fields of an event, in output order (quantity and schema_version are 32-bit).
@@ -90,6 +94,14 @@ _DEVICES = frozenset(DEVICES)
 _AMOUNT_REQUIRED = frozenset(AMOUNT_REQUIRED_FOR)
 _VERSIONS = frozenset(SUPPORTED_SCHEMA_VERSIONS)
 _PROPERTIES = [name for name, _ in PROPERTY_FIELDS]
+_FORBIDDEN_ID_CHAR = re.compile(
+    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in FORBIDDEN_ID_CHARS) + "]"
+)
+
+
+def plain_id(text: str) -> bool:
+    """An id of at most MAX_ID_CHARS characters, none of them FORBIDDEN_ID_CHARS."""
+    return len(text) <= MAX_ID_CHARS and _FORBIDDEN_ID_CHAR.search(text) is None
 
 
 class _NotJson(ValueError):
@@ -252,6 +264,9 @@ def _check_doc(doc: dict[str, Any], key: bytes, fields: dict[str, Any]) -> str |
         return "invalid_value:quantity"
     if fields["device"] is not None and fields["device"] not in _DEVICES:
         return "invalid_value:device"
+    for name in ID_FIELDS:
+        if not plain_id(fields[name]):
+            return f"invalid_value:{name}"
     if key != fields["user_id"].encode("utf-8"):
         return "key_mismatch"
     return None
@@ -314,6 +329,8 @@ def _plainly_valid(key: bytes | None, value: bytes | None, max_value_bytes: int)
         or event_type not in _EVENT_TYPES
         or _PLAIN_TIME.fullmatch(moment) is None
         or key != user_id.encode("utf-8")
+        or not plain_id(event_id)
+        or not plain_id(user_id)
     ):
         return None
     try:

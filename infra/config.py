@@ -13,12 +13,20 @@ Only jobs read config; library code receives plain values.
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -149,6 +157,10 @@ class FeatureStreamConfig(_Model):
     allowed_lateness_s: int = Field(3 * 86400, ge=0)
     """An event older than its partition's event-time clock minus this is quarantined as
     too_late."""
+    earliest_event_time: AwareDatetime | None = datetime(2000, 1, 1, tzinfo=UTC)
+    """Events before it are quarantined as before_earliest_event_time: a zero or epoch
+    timestamp is a producer's bug, not an event (a replay of older logs lowers it; null: no
+    bound). With a zone, e.g. 2000-01-01T00:00:00Z."""
     trigger_s: float = Field(1, ge=0)
     """Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow)."""
     max_offsets_per_trigger: int | None = Field(400_000, ge=1)

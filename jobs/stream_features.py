@@ -61,6 +61,7 @@ def ingest_rules(cfg: Config) -> IngestRules:
         max_value_bytes=sf.max_value_bytes,
         max_future_skew_s=sf.max_future_skew_s,
         allowed_lateness_s=sf.allowed_lateness_s,
+        earliest_event_time=sf.earliest_event_time,
     )
 
 

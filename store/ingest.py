@@ -133,6 +133,7 @@ class IngestRules:
     max_value_bytes: int = 65536
     max_future_skew_s: int = 3600
     allowed_lateness_s: int = 3 * 86400
+    earliest_event_time: datetime | None = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -353,6 +354,7 @@ def _apply(
     watermark = prev["watermark"] if prev else None
     batch["reject_reason"] = time_rules(
         batch,
+        earliest_event_time=rules.earliest_event_time,
         min_event_time=watermark - timedelta(seconds=rules.allowed_lateness_s)
         if watermark
         else None,

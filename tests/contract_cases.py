@@ -103,9 +103,23 @@ BAD_INPUTS: list[tuple[bytes | str | None, bytes | str | None, str]] = [
     ("u-1", event(props=p(quantity=3_000_000_000)), "invalid_value:quantity"),
     ("u-1", event(props=p(device="tv")), "invalid_value:device"),
     ("u-2", event(props=p(device="tv")), "invalid_value:device"),
+    ("u-1", event() + " x", "not_json"),  # bytes after the value
+    ("u-1", event() + event(), "not_json"),  # two values, one after the other
+    ("u-1", event() + "7", "not_json"),
+    ("u-1", event(event_id="e" * 257), "invalid_value:event_id"),  # MAX_ID_CHARS + 1
+    ("u" * 257, event(user_id="u" * 257), "invalid_value:user_id"),
+    ("u-1", event(event_id="e-\x001"), "invalid_value:event_id"),  # a control character
+    ("u-1", event(event_id="e-\x9f"), "invalid_value:event_id"),
+    ("u-\u202e1", event(user_id="u-\u202e1"), "invalid_value:user_id"),  # right-to-left override
+    ("u-\u20661", event(user_id="u-\u20661"), "invalid_value:user_id"),  # an isolate
+    ("u-1\n", event(user_id="u-1\n"), "invalid_value:user_id"),
+    ("u-2", event(user_id="u" * 300), "invalid_value:user_id"),  # before key_mismatch
     ("u-2", event(), "key_mismatch"),
     (b"\xff", event(), "key_mismatch"),
     ("u-1", event(), None),  # the base event is valid
+    ("u-1", event(event_id="e" * 256), None),  # ids of MAX_ID_CHARS
+    ("u" * 256, event(user_id="u" * 256), None),
+    ("u-\u00a0é", event(user_id="u-\u00a0é"), None),  # a no-break space is no control
     ("u-1", " \r\n\t" + event() + "\n", None),  # JSON whitespace around it too
 ]
 
@@ -151,6 +165,17 @@ NEAR_MISSES: list[tuple[str, str | bytes]] = [
     ("u-1", event(props=p(currency="GB\\u0050")).replace("\\\\", "\\")),
     ("u-1", event().replace('"u-1"', '"u-1\\ud800"', 1)),
     ("u-1", event(event_id="e\x00")),
+    # ids at and over MAX_ID_CHARS, with forbidden and allowed characters, written raw
+    ("u-1", event(event_id="e" * 256)),
+    ("u-1", event(event_id="e" * 257)),
+    ("u" * 256, event(user_id="u" * 256)),
+    # 254 characters, 258 UTF-16 units: the JVM doubts it, check_record accepts it
+    ("u-1", event(event_id="e" * 250 + "😀" * 4).replace("\\ud83d\\ude00", "😀")),
+    ("u-1", event(event_id="e-\u200f").replace("\\u200f", "\u200f")),
+    ("u-1", event(event_id="e-\u2069").replace("\\u2069", "\u2069")),
+    ("u-1", event(event_id="e-\u061c").replace("\\u061c", "\u061c")),
+    ("u-1", event(event_id="e-\x7f").replace("\\u007f", "\x7f")),
+    ("u-1", event(event_id="e-\u2070").replace("\\u2070", "\u2070")),
     # event times
     *[("u-1", event(event_time=f"2024-03-01T12:34:56.{'1' * n}Z")) for n in range(1, 10)],
     ("u-1", event(event_time="2024-03-01T12:34:56+05:30")),

@@ -194,6 +194,30 @@ def test_future_is_judged_against_each_records_own_kafka_timestamp():
     ]
 
 
+def test_an_event_before_the_earliest_time_is_no_event():
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    timed = _timed(
+        [
+            ("epoch", epoch, _at(12), None),
+            ("just-before", datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), _at(12), None),
+            ("at-bound", datetime(2000, 1, 1, tzinfo=UTC), _at(12), None),
+            ("ok", _at(12), _at(12), None),
+            ("already-bad", epoch, _at(12), "not_json"),
+        ]
+    )
+    earliest = datetime(2000, 1, 1, tzinfo=UTC)
+    # The first failing rule wins: an epoch event is not also too late.
+    reasons = time_rules(timed, earliest_event_time=earliest, min_event_time=_at(10))
+    assert list(reasons) == [
+        "before_earliest_event_time",
+        "before_earliest_event_time",
+        "too_late",
+        None,
+        "not_json",
+    ]
+    assert list(time_rules(timed, earliest_event_time=None)) == [None] * 4 + ["not_json"]
+
+
 def test_duplicate_copies_keeps_the_lowest_partition_and_offset():
     columns = ["event_id", "source_topic", "source_partition", "source_offset", "reject_reason"]
     rows = [

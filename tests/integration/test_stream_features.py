@@ -52,6 +52,11 @@ def rec(doc: dict, key: str | None = "u1") -> tuple[bytes | None, bytes]:
     return (None if key is None else key.encode()), json.dumps(doc).encode()
 
 
+def _nested(depth: int) -> bytes:
+    """A valid event but for one field nested ``depth`` arrays deep."""
+    return json.dumps(ev("deep", extra="X")).replace('"X"', "[" * depth + "]" * depth).encode()
+
+
 # Round 1: (record, expected reason or None for valid), at offsets 0, 1, 2, ...
 ROUND_1 = [
     (rec(ev("v1")), None),
@@ -78,6 +83,16 @@ ROUND_1 = [
     (rec(ev("km"), key="someone-else"), "key_mismatch"),
     (rec(ev("f1", when="2099-01-01T00:00:00.000Z")), "future_event_time"),
     (rec(ev("v1")), "duplicate_event_id"),  # same event_id again in the same batch
+    # A strict contract (issue 12): what a lenient parser would have let through.
+    ((b"u1", rec(ev("tail"))[1] + b" x"), "not_json"),  # bytes after the value
+    ((b"u1", rec(ev("two"))[1] + rec(ev("three"))[1]), "not_json"),  # two values
+    ((b"u1", b'{"event_id": "d", "event_id": "e"}'), "not_json"),  # a duplicate key
+    ((b"u1", _nested(1900)), "not_json"),  # deeper than the parser goes
+    (rec(ev("ctl", user="u\x07"), key="u\x07"), "invalid_value:user_id"),
+    (rec(ev("b\u202eidi")), "invalid_value:event_id"),
+    (rec(ev("long", user="u" * 300), key="u" * 300), "invalid_value:user_id"),
+    (rec(ev("epoch", when="1970-01-01T00:00:00.000Z")), "before_earliest_event_time"),
+    (rec(ev("ek"), key=""), "key_mismatch"),
 ]
 # Round 2, after the clock reached 2024-03-02 09:00 (allowed lateness: 3 days).
 ROUND_2 = [

@@ -50,6 +50,8 @@ public final class FastPath implements UDF2<byte[], byte[], Row> {
   private static final int NUMBER = 2;
 
   private final int maxValueBytes;
+  private final int maxIdChars;
+  private final int[] forbiddenIdChars;
   private final Set<String> eventTypes;
   private final Set<String> devices;
   private final Set<String> amountRequired;
@@ -69,6 +71,8 @@ public final class FastPath implements UDF2<byte[], byte[], Row> {
    * @param top, topTypes the required fields and their JSON types (string, integer, number)
    * @param props, propTypes the property fields and their JSON types
    * @param outputProps the property fields of the output, after the five required ones
+   * @param maxIdChars, forbiddenIdChars the ids' length limit and the inclusive code point
+   *     ranges they must not contain, as lo, hi pairs
    */
   public FastPath(
       int maxValueBytes,
@@ -80,8 +84,12 @@ public final class FastPath implements UDF2<byte[], byte[], Row> {
       List<String> topTypes,
       List<String> props,
       List<String> propTypes,
-      List<String> outputProps) {
+      List<String> outputProps,
+      int maxIdChars,
+      List<Integer> forbiddenIdChars) {
     this.maxValueBytes = maxValueBytes;
+    this.maxIdChars = maxIdChars;
+    this.forbiddenIdChars = forbiddenIdChars.stream().mapToInt(Integer::intValue).toArray();
     this.eventTypes = new HashSet<>(eventTypes);
     this.devices = new HashSet<>(devices);
     this.amountRequired = new HashSet<>(amountRequired);
@@ -240,6 +248,21 @@ public final class FastPath implements UDF2<byte[], byte[], Row> {
     }
   }
 
+  /**
+   * At most maxIdChars UTF-16 units (so at most as many code points: never longer than
+   * check_record allows) and no char in a forbidden range (all of them lie in the BMP).
+   */
+  private boolean plainId(String id) {
+    if (id.length() > maxIdChars) return false;
+    for (int i = 0; i < id.length(); i++) {
+      char c = id.charAt(i);
+      for (int r = 0; r < forbiddenIdChars.length; r += 2) {
+        if (c >= forbiddenIdChars[r] && c <= forbiddenIdChars[r + 1]) return false;
+      }
+    }
+    return true;
+  }
+
   private Row typed(Object[] t, Object[] p, byte[] key) {
     for (int i = 0; i < t.length; i++) {
       if (t[i] == null || "".equals(t[i])) return null;
@@ -248,6 +271,7 @@ public final class FastPath implements UDF2<byte[], byte[], Row> {
     String user = (String) t[userId];
     if (!versions.contains(t[schemaVersion]) || !eventTypes.contains(type)) return null;
     if (!Arrays.equals(key, user.getBytes(StandardCharsets.UTF_8))) return null;
+    if (!plainId((String) t[eventId]) || !plainId(user)) return null;
     Instant at = instant((String) t[eventTime]);
     if (at == null) return null;
     if (p[amount] == null && amountRequired.contains(type)) return null;
