@@ -29,6 +29,7 @@ from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_options
+from infra.mlflow_io import fail_fast
 from infra.spark import build_spark
 from infra.streaming import (
     checkpoint_started,
@@ -186,6 +187,7 @@ def start_score_stream(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    fail_fast()  # an unreachable registry must not hold a batch for minutes (decision 55)
     # Its batches are small jobs and commits around pandas: C1 is enough (decision 49).
     spark = build_spark(cfg, app_name="stream-scores", light_jit=True)
     query = start_score_stream(

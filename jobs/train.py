@@ -20,6 +20,7 @@ from pathlib import Path
 
 from infra.cli import add_config_arguments, run
 from infra.config import load_config
+from infra.mlflow_io import unreachable
 from infra.spark import build_spark
 from training.pipeline import current_table_version, daily_table, train
 from training.registry import last_trained_version, tracking
@@ -48,6 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    # Before any work, so a server that is down fails the run at once, with nothing
+    # logged or registered (decision 55).
+    why = unreachable(cfg.mlflow.tracking_uri)
+    if why is not None:
+        raise SystemExit(
+            f"train: the MLflow tracking server at {cfg.mlflow.tracking_uri} does not answer "
+            f"({why}); start it (`make up`) or set mlflow.tracking_uri"
+        )
     spark = build_spark(cfg, app_name="train")
     _, path = daily_table(cfg)
 

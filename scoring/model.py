@@ -146,6 +146,7 @@ class ModelCache:
     problem: str | None = None
     counters: CacheCounters = field(default_factory=CacheCounters)
     _resolved_at: float | None = None
+    _unresolved: bool = False  # the last resolve failed
     _rejected: dict[int, tuple[float, bool]] = field(default_factory=dict)
 
     def refresh(self, force: bool = False) -> ScoringModel | None:
@@ -164,8 +165,13 @@ class ModelCache:
             version = self.registry.version_at(self.name, self.alias)
         except Exception as exc:
             self.counters.resolve_failures += 1
-            self._fail(f"cannot resolve alias {self.alias} of {self.name}: {_short(exc)}")
+            if not self._unresolved:  # said once per outage: its messages differ in details
+                self._unresolved = True
+                self._fail(f"cannot resolve alias {self.alias} of {self.name}: {_short(exc)}")
             return self.current
+        if self._unresolved:
+            self._unresolved = False
+            self.log(f"model: the registry answers again (alias {self.alias} of {self.name})")
         self.target = version
         if version is None:
             if self.current is not None:

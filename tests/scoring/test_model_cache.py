@@ -28,11 +28,12 @@ class MemoryRegistry:
         default_factory=dict
     )
     down: bool = False
+    error: str = "registry unreachable"
     booster_calls: int = 0
 
     def version_at(self, name: str, alias: str) -> int | None:
         if self.down:
-            raise ConnectionError("registry unreachable")
+            raise ConnectionError(self.error)
         return self.aliases.get(alias)
 
     def signature(self, name: str, version: int) -> list[str] | None:
@@ -167,9 +168,38 @@ def test_registry_errors_and_a_removed_alias_keep_the_model(setup):
     del registry.aliases[ALIAS]
     clock.now = 2
     assert cache.get().version == 1
-    assert lines[-1] == "model: alias champion of m points nowhere; keeping m v1"
+    assert lines[-2:] == [
+        "model: the registry answers again (alias champion of m)",
+        "model: alias champion of m points nowhere; keeping m v1",
+    ]
     clock.now = 3
-    assert cache.get().version == 1 and len(lines) == 3  # said once, not at every batch
+    assert cache.get().version == 1 and len(lines) == 4  # said once, not at every batch
+
+
+def test_an_outage_is_said_once_and_its_end_once(setup):
+    """Each failed request's message differs (addresses, retry counts): still one line."""
+    registry, cache, clock, lines = setup
+    registry.aliases[ALIAS] = 1
+    cache.get()
+    registry.down = True
+    for n in range(1, 4):
+        registry.error = f"refused #{n}"
+        clock.now = n
+        assert cache.get().version == 1
+    assert cache.counters.resolve_failures == 3
+    assert [line for line in lines if "cannot resolve" in line] == [
+        "model: cannot resolve alias champion of m: ConnectionError: refused #1; keeping m v1"
+    ]
+    assert "resolve_failures=3" in cache.status()
+    registry.down, registry.aliases[ALIAS] = False, 1
+    clock.now = 4
+    assert cache.get().version == 1 and cache.problem is None
+    clock.now = 5
+    cache.get()
+    assert lines[1:] == [
+        "model: cannot resolve alias champion of m: ConnectionError: refused #1; keeping m v1",
+        "model: the registry answers again (alias champion of m)",
+    ]
 
 
 def test_no_model_raises_and_wait_says_so_until_one_appears(setup):
