@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -41,6 +40,7 @@ from scoring.model import MlflowRegistry, ModelCache
 from scoring.runner import Emission, process_batch, table_version
 from scoring.score import ScoringRules
 from scoring.sink import ScoreSink, scores_path
+from store.tables import table_exists
 
 Log = Callable[[str], None]
 
@@ -104,7 +104,7 @@ def check_checkpoint(spark: SparkSession, sink: ScoreSink, checkpoint: str) -> N
 
 def wait_for_features(spark: SparkSession, path: str, poll_s: float, log: Log) -> None:
     """Block until the user_features table exists (the feature stream creates it)."""
-    while not DeltaTable.isDeltaTable(spark, path):
+    while not table_exists(spark, path):
         log(f"stream_scores: waiting for the feature table {path}; checking again in {poll_s:g}s")
         time.sleep(poll_s)
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from infra import faults
 from scoring.score import OUTPUT_COLUMNS
-from store.tables import Txn, append
+from store.tables import Txn, append, table_exists
 
 SCORES_TABLE = "churn_scores"
 KAFKA_SCHEMA_VERSION = 1
@@ -74,7 +73,7 @@ class ScoreSink:
     committed: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def exists(self, spark: SparkSession) -> bool:
-        return DeltaTable.isDeltaTable(spark, self.path)
+        return table_exists(spark, self.path)
 
     def read(self, spark: SparkSession) -> DataFrame:
         return spark.read.format("delta").load(self.path)

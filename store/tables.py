@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -54,6 +55,21 @@ _TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 
+def table_exists(spark: SparkSession, path: str) -> bool:
+    """True when ``path`` holds a Delta table, as of now.
+
+    Not ``DeltaTable.isDeltaTable``: it answers from Delta's cached log, and a log first
+    seen while another process was creating the table (its ``_delta_log`` there, still
+    empty) stays "no table" in this session for as long as the cache keeps it; a scorer
+    waiting for ``user_features`` waited forever (docs/decisions.md 56). ``forPath``
+    reads the log again."""
+    try:
+        DeltaTable.forPath(spark, path)
+    except AnalysisException:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class FeatureStore:
     """Paths of the feature-store tables under one warehouse root (local, s3a://, hdfs://)."""
@@ -67,7 +83,7 @@ class FeatureStore:
 
     def exists(self, spark: SparkSession, table: str) -> bool:
         base = "user_activity_daily" if table in VIEWS else table
-        return DeltaTable.isDeltaTable(spark, self.path(base))
+        return table_exists(spark, self.path(base))
 
     def read_raw(self, spark: SparkSession, table: str, version: int | None = None) -> DataFrame:
         """The stored rows of a table (at ``version``, default the current one)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
+from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from infra.config import Config
-from infra.kafka_io import ensure_topics, producer_config
+from infra.kafka_io import client_config, ensure_topics, producer_config
 from jobs.stream_features import start_feature_stream
 
 MAX_BYTES = 4096
@@ -65,3 +68,46 @@ def send(cfg: Config, records: list[tuple[bytes | None, bytes | None]]) -> None:
         )
     assert producer.flush(30) == 0
     assert failed == []
+
+
+def scores_config(base: Config, tmp_path: Path, mlflow_uri: str) -> Config:
+    """A stream_config plus its own scores topic, model name and quick scorer timings."""
+    cfg = stream_config(base, tmp_path, "scores")
+    suffix = uuid.uuid4().hex[:6]
+    return cfg.model_copy(
+        update={
+            "kafka": cfg.kafka.model_copy(
+                update={
+                    "topics": cfg.kafka.topics.model_copy(update={"scores": f"scores-{suffix}"})
+                }
+            ),
+            "mlflow": cfg.mlflow.model_copy(
+                update={"tracking_uri": mlflow_uri, "model_name": f"churn-{suffix}"}
+            ),
+            "scoring": cfg.scoring.model_copy(update={"trigger_s": 0.5, "wait_for_model_s": 0.5}),
+        }
+    )
+
+
+def consume(cfg: Config, at_least: int, idle_s: float = 5.0) -> list[tuple[str, dict]]:
+    """(key, JSON value) of the scores topic: at least ``at_least``, then until idle."""
+    consumer = Consumer(
+        {
+            **client_config(cfg.kafka),
+            "group.id": f"t-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([cfg.kafka.topics.scores])
+    got: list[tuple[str, dict]] = []
+    deadline, quiet_since = time.monotonic() + 90, time.monotonic()
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            got.append((msg.key().decode(), json.loads(msg.value())))
+            quiet_since = time.monotonic()
+        elif len(got) >= at_least and time.monotonic() - quiet_since > idle_s:
+            break
+    consumer.close()
+    return got

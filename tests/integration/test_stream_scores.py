@@ -29,14 +29,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Consumer
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from features.registry import FEATURE_NAMES
 from infra import faults
-from infra.config import Config
-from infra.kafka_io import client_config
 from jobs.stream_scores import app_id, model_cache, rules_from, start_score_stream
 from scoring.inputs import snapshot
 from scoring.model import MlflowRegistry, load_model
@@ -44,32 +41,13 @@ from scoring.runner import score_table
 from scoring.score import score_frame
 from scoring.sink import ScoreSink, scores_path
 from store.tables import FeatureStore, Txn, append, latest_per_user
-from tests.integration.streaming import run_stream, send, stream_config
+from tests.integration.streaming import consume, run_stream, scores_config, send
 from tests.scoring.models import register
 
 pytestmark = pytest.mark.integration
 
 N_USERS = 25  # 23 of them send events
 CHANGED = {3: slice(0, 5), 4: slice(5, 10), 5: slice(10, 15)}  # phase -> users updated
-
-
-def scores_config(base: Config, tmp_path: Path, mlflow_uri: str) -> Config:
-    """A stream_config plus its own scores topic, model name and quick scorer timings."""
-    cfg = stream_config(base, tmp_path, "scores")
-    suffix = uuid.uuid4().hex[:6]
-    return cfg.model_copy(
-        update={
-            "kafka": cfg.kafka.model_copy(
-                update={
-                    "topics": cfg.kafka.topics.model_copy(update={"scores": f"scores-{suffix}"})
-                }
-            ),
-            "mlflow": cfg.mlflow.model_copy(
-                update={"tracking_uri": mlflow_uri, "model_name": f"churn-{suffix}"}
-            ),
-            "scoring": cfg.scoring.model_copy(update={"trigger_s": 0.5, "wait_for_model_s": 0.5}),
-        }
-    )
 
 
 def events_json(events: list[dict]) -> list[tuple[bytes, bytes]]:
@@ -82,30 +60,6 @@ def corrupt(stack, model_id: str) -> Path:
     [path] = [p for p in root.rglob("model.lgb") if model_id in p.parts]
     path.write_text("this is not a LightGBM model\n")
     return path
-
-
-def consume(cfg: Config, at_least: int, idle_s: float = 5.0) -> list[tuple[str, dict]]:
-    """(key, JSON value) of the scores topic: at least ``at_least``, then until idle."""
-    consumer = Consumer(
-        {
-            **client_config(cfg.kafka),
-            "group.id": f"t-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([cfg.kafka.topics.scores])
-    got: list[tuple[str, dict]] = []
-    deadline, quiet_since = time.monotonic() + 90, time.monotonic()
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            got.append((msg.key().decode(), json.loads(msg.value())))
-            quiet_since = time.monotonic()
-        elif len(got) >= at_least and time.monotonic() - quiet_since > idle_s:
-            break
-    consumer.close()
-    return got
 
 
 def wait_for(predicate, what: str, timeout_s: float = 120) -> None:
