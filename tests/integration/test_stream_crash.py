@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 from pyspark.sql import functions as F
-from pyspark.testing import assertDataFrameEqual
 
-from features.aggregates import DAILY_COLUMNS
 from infra import faults
 from sources.simulator import SimulationConfig, simulate
-from store.ingest import rebuild
 from store.tables import FeatureStore
-from tests.integration.streaming import send, stream_config
+from tests.integration.streaming import (
+    assert_every_batch_once_and_tables_rebuildable,
+    send,
+    stream_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,24 +87,7 @@ def test_killed_stream_restarts_without_losing_or_double_counting(
     restarted = start_job(config_path, log, "--available-now")
     assert restarted.wait(600) == 0, log.read_text(errors="replace")[-3000:]
 
-    batches = store.read(spark, "feature_batches")
-    assert batches.agg(F.sum("records")).first()[0] == len(events)
-    ids = [r["batch_id"] for r in batches.orderBy("batch_id").collect()]
-    assert ids == list(range(len(ids)))
-    bronze = store.read(spark, "events")
-    assert bronze.count() == bronze.select("event_id").distinct().count() == len(events)
-
-    rebuilt = FeatureStore(str(tmp_path / "rebuilt"))
-    rebuild(spark, rebuilt, bronze.drop("event_date", "ingest_batch_id"))
-    for table, cols in (
-        ("user_activity_daily", list(DAILY_COLUMNS)),
-        ("user_lifetime", None),
-        ("user_features", None),
-    ):
-        a, b = store.read(spark, table), rebuilt.read(spark, table)
-        if cols:
-            a, b = a.select(*cols), b.select(*cols)
-        assertDataFrameEqual(a, b)
+    assert_every_batch_once_and_tables_rebuildable(spark, store, len(events), tmp_path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
