@@ -193,7 +193,7 @@ def stop_service(stack: Stack, service: str, timeout_s: float = 30) -> list[int]
     procs = members(stack, service)
     pid = running_pid(stack, service)
     if pid is not None and all(p.pid != pid for p in procs):
-        procs.append(psutil.Process(pid))  # started before the mark existed
+        procs += _process_group(pid)  # started before the mark existed: its group, as then
     alive = procs
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
         for proc in alive:
@@ -204,6 +204,16 @@ def stop_service(stack: Stack, service: str, timeout_s: float = 30) -> list[int]
             break
     stack.path(service, "pid").unlink(missing_ok=True)
     return [p.pid for p in procs]
+
+
+def _process_group(pgid: int) -> list[psutil.Process]:
+    """The live processes of one process group (a service's session leader and its children)."""
+    group = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+            if os.getpgid(proc.pid) == pgid:
+                group.append(proc)
+    return group
 
 
 def _clear_orphans(stack: Stack, service: str) -> str:

@@ -70,13 +70,15 @@ def kill_cycles(
 ) -> None:
     """Run ``job`` until it kills itself at each point in turn, one batch further each time;
     then, with ``then_live``, start it once more without a fault (``out["live"]``)."""
-    at = 1
+    at, proc = 1, None
     try:
         for point in points:
+            seen = len(KILLED.findall(log.read_text(errors="replace"))) if log.exists() else 0
             proc = start(job, config, log, fault=f"{point}@{at}")
             rc = proc.wait(600)
             assert rc == -signal.SIGKILL, f"{job} exited {rc}: {log.read_text()[-3000:]}"
             killed = [int(n) for n in KILLED.findall(log.read_text(errors="replace"))]
+            assert len(killed) == seen + 1, f"{job} died, but not at its fault point"
             out.setdefault("kills", []).append((point, killed[-1]))
             at = killed[-1] + 1
         if then_live:
@@ -84,6 +86,8 @@ def kill_cycles(
             out["live"] = start(job, config, log)
     except BaseException as exc:  # surfaced by the main thread
         out["error"] = exc
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Traffic:
@@ -154,6 +158,7 @@ def test_kills_under_load_lose_and_double_nothing(
         target=kill_cycles,
         args=("stream_features", ["features.committed"] * KILLS, config, features_log),
         kwargs={"out": cycles["stream_features"], "then_live": True},
+        daemon=True,
     )
     feature_kills.start()
     try:
@@ -180,7 +185,12 @@ def test_kills_under_load_lose_and_double_nothing(
         live = cycles["stream_features"].get("live")
         if live is not None:
             live.send_signal(signal.SIGTERM)
-            assert live.wait(120) == 0, features_log.read_text()[-3000:]
+            try:
+                live.wait(120)
+            finally:
+                if live.poll() is None:
+                    os.killpg(live.pid, signal.SIGKILL)
+    assert live is not None and live.returncode == 0, features_log.read_text()[-3000:]
     assert not traffic.failed
     # Drain: whatever arrived after the last kill, through both jobs, in large batches.
     drain = tmp_path / "drain.yaml"
@@ -189,7 +199,12 @@ def test_kills_under_load_lose_and_double_nothing(
         yaml.safe_dump(cfg.model_copy(update={"stream_features": sf}).model_dump(mode="json"))
     )
     for job, log in (("stream_features", features_log), ("stream_scores", scores_log)):
-        assert start(job, drain, log, "--available-now").wait(600) == 0, log.read_text()[-3000:]
+        proc = start(job, drain, log, "--available-now")
+        try:
+            assert proc.wait(600) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
 
     produced = set(traffic.delivered)
     store = FeatureStore(cfg.storage.warehouse)

@@ -19,6 +19,8 @@ from tests.integration.tz_run import run
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ZONES = ("UTC", "America/Los_Angeles", "Asia/Kolkata")
+# Their UTC offsets on 2024-01-15, as each process saw its zone before build_spark.
+OFFSETS_S = {"America/Los_Angeles": -8 * 3600, "Asia/Kolkata": 5 * 3600 + 1800}
 # When each batch was processed: the only column that differs between runs by design.
 RUN_COLUMNS = {"feature_batches": ["processed_at"]}
 
@@ -35,16 +37,16 @@ def runs(spark, tmp_path_factory):
             cwd=REPO_ROOT,
             env={**env, "TZ": zone},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=(out[zone] / "run.log").open("w"),
         )
         for zone in ZONES[1:]
     }
     try:
         run(spark, out["UTC"])
         for zone, job in jobs.items():
-            _, err = job.communicate(timeout=600)
-            assert job.returncode == 0, f"{zone}: {err[-3000:]}"
+            log = (out[zone] / "run.log").read_text
+            assert job.wait(600) == 0, f"{zone}: {log()[-3000:]}"
+            assert int((out[zone] / "utc_offset_s").read_text()) == OFFSETS_S[zone], zone
     finally:
         for job in jobs.values():
             if job.poll() is None:

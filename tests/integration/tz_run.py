@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,10 @@ def run(spark: SparkSession, out: Path) -> None:
 
 
 if __name__ == "__main__":
+    # The host's zone as the process starts, before build_spark pins it: the test checks
+    # the run really was in the zone it asked for (no tzdata would make every zone UTC).
+    winter = time.localtime(datetime(2024, 1, 15, tzinfo=UTC).timestamp())
+    Path(sys.argv[1], "utc_offset_s").write_text(str(winter.tm_gmtoff))
     session = build_spark(load_config("local"), app_name="tz-run")
     run(session, Path(sys.argv[1]))
     session.stop()
