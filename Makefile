@@ -10,6 +10,11 @@ NOTEBOOK_ARGS ?=
 BENCH ?=
 BENCH_ARGS ?=
 STREAM_WINDOW_S ?= 300
+# BROKERS=3: every target runs against a three-node Kafka cluster (local_stack.brokers).
+BROKERS ?=
+ifneq ($(BROKERS),)
+export CHURN__LOCAL_STACK__BROKERS := $(BROKERS)
+endif
 
 .PHONY: help setup jars up down status test test-fast lint demo notebook bench clean
 
@@ -26,7 +31,7 @@ setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spar
 	@$(PY) -m infra.jars
 	@$(PY) -m infra.class_archive
 
-up: setup  ## start Kafka (KRaft) and MLflow on 127.0.0.1, wait until both answer
+up: setup  ## start Kafka (KRaft; BROKERS=3: three replicated nodes) and MLflow on 127.0.0.1, wait until all answer
 	@$(VENV)/bin/churn-stack --config $(CONFIG) up
 
 down:  ## stop the processes `make up` started

@@ -112,8 +112,11 @@ class KafkaConfig(_Model):
     topics: KafkaTopics = KafkaTopics()
     partitions: int = Field(2, ge=1)
     """Partitions of topics the jobs create (existing topics are left alone)."""
-    replication_factor: int = Field(1, ge=1)
-    """Replication of topics the jobs create."""
+    replication_factor: int | None = Field(None, ge=1)
+    """Replication of topics the jobs create (null: the cluster's default.replication.factor)."""
+    min_insync_replicas: int | None = Field(None, ge=1)
+    """min.insync.replicas of topics the jobs create (null: the cluster's default); with
+    acks=all, a write succeeds once this many replicas have it."""
     security: KafkaSecurity = KafkaSecurity()
     producer: KafkaProducerConfig = KafkaProducerConfig()
 
@@ -315,9 +318,13 @@ class LocalStackConfig(_Model):
     """Broker data, MLflow database and artifacts, logs, pid files."""
     host: Literal["127.0.0.1"] = "127.0.0.1"
     """Loopback only."""
+    brokers: int = Field(1, ge=1, le=5)
+    """Kafka nodes (each broker and KRaft controller); 3 gives topics 3 replicas and
+    min.insync.replicas 2 (`make up BROKERS=3`)."""
     kafka_port: int = Field(9092, ge=1024, le=65535)
-    kafka_controller_port: int = Field(9093, ge=1024, le=65535)
-    """KRaft controller listener."""
+    """The first broker's listener; broker N listens on kafka_port + N - 1."""
+    kafka_controller_port: int = Field(19092, ge=1024, le=65535)
+    """The first KRaft controller listener; node N's is kafka_controller_port + N - 1."""
     kafka_heap: str = "768m"
     """The broker JVM's -Xmx."""
     mlflow_port: int = Field(5000, ge=1024, le=65535)
@@ -326,9 +333,18 @@ class LocalStackConfig(_Model):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> LocalStackConfig:
-        ports = [self.kafka_port, self.kafka_controller_port, self.mlflow_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"ports must differ, got {ports}")
+        n = self.brokers
+        ports = [
+            *range(self.kafka_port, self.kafka_port + n),
+            *range(self.kafka_controller_port, self.kafka_controller_port + n),
+            self.mlflow_port,
+        ]
+        if len(set(ports)) != len(ports) or max(ports) > 65535:
+            raise ValueError(
+                f"ports must differ: with {n} broker(s), kafka_port {self.kafka_port}.."
+                f"{self.kafka_port + n - 1}, kafka_controller_port {self.kafka_controller_port}.."
+                f"{self.kafka_controller_port + n - 1} and mlflow_port {self.mlflow_port} overlap"
+            )
         return self
 
 

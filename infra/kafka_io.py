@@ -69,6 +69,12 @@ def spark_options(kafka: KafkaConfig) -> dict[str, str]:
     return opts
 
 
+def spark_sink_options(kafka: KafkaConfig) -> dict[str, str]:
+    """``spark_options`` for Spark's Kafka sink: a write counts once every in-sync replica
+    has it (acks=all; with min.insync.replicas 2 of 3, a lost broker loses nothing)."""
+    return {**spark_options(kafka), "kafka.acks": "all"}
+
+
 def ensure_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 30) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -78,10 +84,16 @@ def ensure_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 30) 
     missing = [t for t in topics if t not in existing]
     if not missing:
         return []
+    settings = {}
+    if kafka.min_insync_replicas is not None:
+        settings["min.insync.replicas"] = str(kafka.min_insync_replicas)
     futures = admin.create_topics(
         [
             NewTopic(
-                t, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor
+                t,
+                num_partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor or -1,  # -1: the cluster's default
+                config=settings,
             )
             for t in missing
         ],

@@ -1,4 +1,5 @@
-"""The embedded local stack: one Kafka broker in KRaft mode and an MLflow tracking server.
+"""The embedded local stack: Kafka in KRaft mode (one node, or a replicated cluster of
+``local_stack.brokers``) and an MLflow tracking server.
 
 No Docker: the broker runs from the jars `make setup` fetched from Maven Central, MLflow
 from the project's venv. Both listen on 127.0.0.1 only; their state, logs and pid files
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -47,11 +49,22 @@ KAFKA_TOOLS = {
 
 
 @dataclass(frozen=True)
+class KafkaNode:
+    """One Kafka process: a broker and a KRaft controller; ``service`` names its state dir."""
+
+    node_id: int
+    service: str
+    port: int
+    controller_port: int
+
+
+@dataclass(frozen=True)
 class Stack:
     """Paths and ports of one local stack, derived from the config."""
 
     state_dir: Path
     host: str
+    brokers: int
     kafka_port: int
     controller_port: int
     kafka_heap: str
@@ -65,6 +78,7 @@ class Stack:
         return cls(
             state_dir=cfg.resolve(s.state_dir),
             host=s.host,
+            brokers=s.brokers,
             kafka_port=s.kafka_port,
             controller_port=s.kafka_controller_port,
             kafka_heap=s.kafka_heap,
@@ -73,9 +87,22 @@ class Stack:
             jars_dir=cfg.resolve(cfg.spark.jars_dir),
         )
 
+    def kafka_nodes(self) -> list[KafkaNode]:
+        """Node N (from 1) listens on kafka_port + N - 1; one broker's service is "kafka"."""
+        return [
+            KafkaNode(
+                node_id=n,
+                service="kafka" if self.brokers == 1 else f"kafka-{n}",
+                port=self.kafka_port + n - 1,
+                controller_port=self.controller_port + n - 1,
+            )
+            for n in range(1, self.brokers + 1)
+        ]
+
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        """Every broker's address: a client that starts while one is down finds the others."""
+        return ",".join(f"{self.host}:{node.port}" for node in self.kafka_nodes())
 
     @property
     def mlflow_uri(self) -> str:
@@ -243,26 +270,32 @@ def kafka_java(
     ]
 
 
-def _server_properties(stack: Stack) -> str:
-    h, p, c = stack.host, stack.kafka_port, stack.controller_port
+def _server_properties(stack: Stack, node: KafkaNode) -> str:
+    n = stack.brokers
+    # Three copies of every partition (of internal topics too), and a write with acks=all
+    # waits for two of them: one broker can die without losing an acknowledged record.
+    replicas, min_isr = min(3, n), max(1, min(2, n - 1))
+    voters = ",".join(f"{v.node_id}@{stack.host}:{v.controller_port}" for v in stack.kafka_nodes())
+    h, p, c = stack.host, node.port, node.controller_port
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{h}:{c}",
+            f"node.id={node.node_id}",
+            f"controller.quorum.voters={voters}",
             f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
             f"advertised.listeners=PLAINTEXT://{h}:{p}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={stack.path('kafka', 'data')}",
+            f"log.dirs={stack.path(node.service, 'data')}",
             "num.partitions=2",
-            # One broker: every internal topic has a single replica.
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={replicas}",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             "",
@@ -293,34 +326,87 @@ def _quiet_logger():  # librdkafka logs connection refusals while the broker sta
     return logger
 
 
-def start_kafka(stack: Stack) -> str:
-    pid = running_pid(stack, "kafka")
-    if pid is not None:
-        return f"kafka already running (pid {pid})"
-    cleared = _clear_orphans(stack, "kafka")
-    if _port_open(stack.host, stack.kafka_port) or _port_open(stack.host, stack.controller_port):
+def _cluster_id(stack: Stack) -> str:
+    """The id a node's data was formatted with, shared by every node: an existing node's,
+    or a new one for a new cluster."""
+    for node in stack.kafka_nodes():
+        meta = stack.path(node.service, "data") / "meta.properties"
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _check_layout(stack: Stack) -> None:
+    """Refuse to start next to the data of a cluster of another size: its topics, and the
+    streaming jobs' checkpointed offsets into them, belong to that cluster."""
+    wanted = {node.service for node in stack.kafka_nodes()}
+    other = sorted(
+        d.name
+        for d in stack.state_dir.glob("kafka*")
+        if d.name not in wanted and (d / "data" / "meta.properties").exists()
+    )
+    if other:
         raise RuntimeError(
-            f"port {stack.kafka_port} or {stack.controller_port} on {stack.host} is in "
-            "use by a process this stack did not start; stop it or change "
-            "local_stack.kafka_port / kafka_controller_port"
+            f"{stack.state_dir} holds the data of a Kafka cluster of another size "
+            f"({', '.join(other)}), and local_stack.brokers is {stack.brokers}: go back to that "
+            "size, or `make clean` (drops all local state: topics, tables, checkpoints, runs)"
         )
-    props = stack.path("kafka", "server.properties")
-    props.parent.mkdir(parents=True, exist_ok=True)
-    props.write_text(_server_properties(stack))
-    if not stack.path("kafka", "data").joinpath("meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        subprocess.run(
-            kafka_java(
-                stack, "kafka.tools.StorageTool", ["format", "-t", cluster_id, "-c", str(props)]
-            ),
-            check=True,
-            capture_output=True,
-        )
-    log = stack.path("kafka", "broker.log")
-    cmd = kafka_java(stack, "kafka.Kafka", [str(props)], log4j="broker", heap=stack.kafka_heap)
-    pid = _spawn(stack, "kafka", cmd, log)
-    _wait_ready("kafka", pid, lambda: kafka_ready(stack.bootstrap), log, stack.timeout_s)
-    return f"{cleared}kafka started (pid {pid})"
+
+
+def start_kafka(stack: Stack) -> str:
+    """Start every Kafka node that is not running (all of them, or one that died), then
+    wait until each answers a metadata request."""
+    _check_layout(stack)
+    notes, started = [], []
+    for node in stack.kafka_nodes():
+        pid = running_pid(stack, node.service)
+        if pid is not None:
+            notes.append(f"{node.service} already running (pid {pid})")
+            continue
+        cleared = _clear_orphans(stack, node.service)
+        if _port_open(stack.host, node.port) or _port_open(stack.host, node.controller_port):
+            raise RuntimeError(
+                f"port {node.port} or {node.controller_port} on {stack.host} is in use by a "
+                "process this stack did not start; stop it or change "
+                "local_stack.kafka_port / kafka_controller_port"
+            )
+        props = stack.path(node.service, "server.properties")
+        props.parent.mkdir(parents=True, exist_ok=True)
+        props.write_text(_server_properties(stack, node))
+        if not stack.path(node.service, "data").joinpath("meta.properties").exists():
+            subprocess.run(
+                kafka_java(
+                    stack,
+                    "kafka.tools.StorageTool",
+                    ["format", "-t", _cluster_id(stack), "-c", str(props)],
+                ),
+                check=True,
+                capture_output=True,
+            )
+        log = stack.path(node.service, "broker.log")
+        cmd = kafka_java(stack, "kafka.Kafka", [str(props)], log4j="broker", heap=stack.kafka_heap)
+        # Every node starts before any is awaited: a node answers once a quorum of
+        # controllers is up.
+        started.append((node, _spawn(stack, node.service, cmd, log), log, cleared))
+    for node, pid, log, cleared in started:
+        probe = functools.partial(kafka_ready, f"{stack.host}:{node.port}")
+        _wait_ready(node.service, pid, probe, log, stack.timeout_s)
+        notes.append(f"{cleared}{node.service} started (pid {pid})")
+    return "; ".join(notes)
+
+
+def stop_kafka(stack: Stack) -> list[int]:
+    """Stop every Kafka node (and any left from a cluster of another size)."""
+    return [pid for service in kafka_services(stack) for pid in stop_service(stack, service)]
+
+
+def kafka_services(stack: Stack) -> list[str]:
+    """The configured nodes' service names, then any other node's with state on disk."""
+    names = [node.service for node in stack.kafka_nodes()]
+    found = sorted(d.name for d in stack.state_dir.glob("kafka*") if d.is_dir())
+    return names + [name for name in found if name not in names]
 
 
 # --- MLflow ----------------------------------------------------------------------------
@@ -381,7 +467,7 @@ def up(stack: Stack) -> None:
 
 
 def down(stack: Stack) -> None:
-    for service in ("mlflow", "kafka"):
+    for service in ("mlflow", *kafka_services(stack)):
         leader = running_pid(stack, service)
         stopped = stop_service(stack, service)
         if not stopped:
@@ -395,7 +481,15 @@ def down(stack: Stack) -> None:
 def status(stack: Stack) -> bool:
     """Print where each service listens and logs; True when both answer their probes."""
     rows = [
-        ("kafka", stack.bootstrap, kafka_ready(stack.bootstrap), stack.path("kafka", "broker.log")),
+        *(
+            (
+                node.service,
+                f"{stack.host}:{node.port}",
+                kafka_ready(f"{stack.host}:{node.port}"),
+                stack.path(node.service, "broker.log"),
+            )
+            for node in stack.kafka_nodes()
+        ),
         (
             "mlflow",
             stack.mlflow_uri,
@@ -418,6 +512,8 @@ def status(stack: Stack) -> bool:
         print(f"{name:7s} {state:6s} {where:24s} pid={pids}  log={log}")
     for hint in hints:
         print(hint)
+    if stack.brokers > 1:
+        print(f"clients kafka.bootstrap_servers={stack.bootstrap} (any one of them works)")
     print(f"state   {stack.state_dir}")
     return all(ok for _, _, ok, _ in rows)
 
@@ -436,14 +532,17 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="churn-stack",
-        description="Start, stop and inspect the embedded local stack (Kafka KRaft broker + "
-        "MLflow server on 127.0.0.1), and run Kafka's command-line tools against it.",
+        description="Start, stop and inspect the embedded local stack (Kafka in KRaft mode, "
+        "local_stack.brokers nodes, + MLflow server on 127.0.0.1), and run Kafka's "
+        "command-line tools against it.",
         epilog="Kafka tools take their usual options; --bootstrap-server defaults to the local "
         "broker, e.g. `churn-stack kafka-topics --list`.",
     )
     add_config_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start Kafka and MLflow and wait until both answer")
+    sub.add_parser(
+        "up", help="start Kafka (every node not running) and MLflow; wait until all answer"
+    )
     sub.add_parser("down", help="stop the processes `up` started")
     sub.add_parser("status", help="show what answers, where it listens and logs; exit 1 if not up")
     for tool in KAFKA_TOOLS:

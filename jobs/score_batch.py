@@ -17,7 +17,7 @@ import sys
 from features.registry import FEATURE_NAMES
 from infra.cli import add_config_arguments, run
 from infra.config import load_config
-from infra.kafka_io import ensure_topics, spark_options
+from infra.kafka_io import ensure_topics, spark_sink_options
 from infra.spark import build_spark
 from jobs.stream_scores import model_cache, rules_from
 from scoring.model import NoModelError, SignatureMismatch, load_model
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     topic = cfg.kafka.topics.scores if args.kafka else None
     if topic:
         ensure_topics(cfg.kafka, [topic])
-    sink = ScoreSink(args.output or scores_path(warehouse), topic, spark_options(cfg.kafka))
+    sink = ScoreSink(args.output or scores_path(warehouse), topic, spark_sink_options(cfg.kafka))
     try:
         result, _ = score_table(
             spark,

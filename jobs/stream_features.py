@@ -21,7 +21,7 @@ from pyspark.sql.streaming import StreamingQuery
 from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
-from infra.kafka_io import ensure_topics, spark_options
+from infra.kafka_io import ensure_topics, spark_options, spark_sink_options
 from infra.spark import build_spark
 from infra.streaming import (
     checkpoint_started,
@@ -87,7 +87,6 @@ def start_feature_stream(
     topics = cfg.kafka.topics
     ensure_topics(cfg.kafka, [topics.events, topics.dlq])
     rules = ingest_rules(cfg)
-    kafka_opts = spark_options(cfg.kafka)
     the_app = app_id(checkpoint)
     # The hot state lives as long as the query: loaded from the tables now, kept in step by
     # every batch (a query started again loads it again).
@@ -115,7 +114,7 @@ def start_feature_stream(
                 ).alias("headers"),
             )
             .write.format("kafka")
-            .options(**kafka_opts)
+            .options(**spark_sink_options(cfg.kafka))
             .option("topic", topics.dlq)
             .save()
         )
@@ -136,7 +135,7 @@ def start_feature_stream(
 
     reader = (
         spark.readStream.format("kafka")
-        .options(**kafka_opts)
+        .options(**spark_options(cfg.kafka))
         .option("subscribe", topics.events)
         .option("startingOffsets", sf.starting_offsets)
         .option("failOnDataLoss", "true")

@@ -27,7 +27,7 @@ from features.registry import FEATURE_NAMES
 from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
-from infra.kafka_io import ensure_topics, spark_options
+from infra.kafka_io import ensure_topics, spark_sink_options
 from infra.mlflow_io import fail_fast
 from infra.spark import build_spark
 from infra.streaming import (
@@ -124,7 +124,7 @@ def start_score_stream(
     features_path = f"{warehouse.rstrip('/')}/user_features"
     checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / sc.checkpoint_name)
     topic = cfg.kafka.topics.scores
-    sink = ScoreSink(scores_path(warehouse), topic, spark_options(cfg.kafka))
+    sink = ScoreSink(scores_path(warehouse), topic, spark_sink_options(cfg.kafka))
     check_checkpoint(spark, sink, checkpoint)
     ensure_topics(cfg.kafka, [topic])
     cache = cache or model_cache(cfg, log)

@@ -68,7 +68,7 @@ def spark(base_config: Config) -> Iterator[SparkSession]:
     session.stop()
 
 
-def _service(cfg: Config, name: str, start) -> Iterator[local_stack.Stack]:
+def _service(cfg: Config, start, stop) -> Iterator[local_stack.Stack]:
     stack = local_stack.Stack.from_config(cfg)
     if USE_RUNNING:
         yield stack
@@ -77,19 +77,21 @@ def _service(cfg: Config, name: str, start) -> Iterator[local_stack.Stack]:
     try:
         yield stack
     finally:
-        local_stack.stop_service(stack, name)
+        stop(stack)
 
 
 @pytest.fixture(scope="session")
 def kafka_stack(base_config: Config) -> Iterator[local_stack.Stack]:
     """A real Kafka broker (KRaft) on loopback for the whole test session."""
-    yield from _service(base_config, "kafka", local_stack.start_kafka)
+    yield from _service(base_config, local_stack.start_kafka, local_stack.stop_kafka)
 
 
 @pytest.fixture(scope="session")
 def mlflow_stack(base_config: Config) -> Iterator[local_stack.Stack]:
     """A real MLflow tracking server (SQLite store, local artifacts) for the test session."""
-    yield from _service(base_config, "mlflow", local_stack.start_mlflow)
+    yield from _service(
+        base_config, local_stack.start_mlflow, lambda s: local_stack.stop_service(s, "mlflow")
+    )
 
 
 @pytest.fixture

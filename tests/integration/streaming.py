@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
+import yaml
 from confluent_kafka import Consumer, Producer
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from features.aggregates import DAILY_COLUMNS
-from infra.config import Config
+from infra import faults
+from infra.config import REPO_ROOT, Config
 from infra.kafka_io import client_config, ensure_topics, producer_config
 from jobs.stream_features import start_feature_stream
+from scoring.sink import ScoreSink, scores_path
+from sources.simulator import SimulationConfig, simulate
 from store.ingest import rebuild
 from store.tables import FeatureStore
 
@@ -140,3 +151,160 @@ def assert_every_batch_once_and_tables_rebuildable(spark, store, produced: int, 
         if cols:
             a, b = a.select(*cols), b.select(*cols)
         assertDataFrameEqual(a, b)
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive loopback ports that are free now."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + n > 65535:
+            continue
+        try:
+            for port in range(first, first + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
+def write_config(cfg: Config, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def start(job: str, config: Path, log: Path, *extra: str, fault: str | None = None):
+    """``python -m jobs.<job>`` in its own process group, output appended to ``log``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if fault:
+        env[faults.ENV] = fault
+    return subprocess.Popen(
+        [sys.executable, "-m", f"jobs.{job}", "--config", str(config), *extra],
+        cwd=REPO_ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def batches(log: Path, job: str) -> int:
+    """How many micro-batches ``job`` has logged (each logs "<job>: batch N: ...")."""
+    return log.read_text(errors="replace").count(f"{job}: batch") if log.exists() else 0
+
+
+def wait_for(condition, what: str, timeout_s: float = 300, alive=()) -> None:
+    """Poll ``condition`` until true; fail after ``timeout_s`` or when a process in ``alive``
+    (pairs of Popen and its log) has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for proc, log in alive:
+            assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"not in {timeout_s:.0f}s: {what}"
+        time.sleep(0.2)
+
+
+def stop_gracefully(proc, log: Path) -> None:
+    """SIGTERM, then the job must exit 0 (decision 50's graceful stop)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc == 0, log.read_text()[-3000:]
+
+
+def drain(cfg: Config, tmp_path: Path, logs: dict[str, Path]) -> None:
+    """Run both jobs once more (trigger availableNow, large batches) over what is left."""
+    sf = cfg.stream_features.model_copy(update={"max_offsets_per_trigger": 400_000})
+    config = write_config(cfg.model_copy(update={"stream_features": sf}), tmp_path / "drain.yaml")
+    for job in ("stream_features", "stream_scores"):
+        proc = start(job, config, logs[job], "--available-now")
+        try:
+            assert proc.wait(600) == 0, logs[job].read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Traffic:
+    """Simulated events sent at about ``rate`` a second until stopped, acks=all; what was
+    handed to the producer (``sent``) and what it confirmed or failed."""
+
+    def __init__(self, cfg: Config, rate: float) -> None:
+        self.cfg, self.rate = cfg, rate
+        self.sent = 0
+        self.delivered: list[str] = []
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        producer = Producer(producer_config(self.cfg.kafka))
+        events = sorted(
+            simulate(SimulationConfig(n_users=300, days=60, seed=17)),
+            key=lambda e: e["event_time"],
+        )
+        started = time.monotonic()
+        for n, event in enumerate(events):
+            if self.stop.is_set():
+                break
+            producer.produce(
+                self.cfg.kafka.topics.events,
+                key=event["user_id"].encode(),
+                value=json.dumps(event).encode(),
+                on_delivery=self._delivered(event["event_id"]),
+            )
+            self.sent += 1
+            producer.poll(0)
+            ahead = n / self.rate - (time.monotonic() - started)
+            if ahead > 0:
+                self.stop.wait(ahead)  # pacing the load, not waiting for anything
+        producer.flush(120)
+
+    def _delivered(self, event_id: str):
+        def report(err, _msg) -> None:
+            (self.failed if err else self.delivered).append(event_id)
+
+        return report
+
+    def finish(self) -> set[str]:
+        """Stop sending, wait for every delivery report; the delivered event ids."""
+        self.stop.set()
+        self.thread.join(180)
+        assert not self.thread.is_alive(), "the producer did not finish"
+        assert not self.failed, f"{len(self.failed)} deliveries failed"
+        assert len(self.delivered) == self.sent, (len(self.delivered), self.sent)
+        return set(self.delivered)
+
+
+def assert_nothing_lost_or_doubled(spark, cfg: Config, produced: set[str], scratch: Path) -> str:
+    """Bronze holds every produced event once and the quarantine none, every derived table
+    equals a rebuild, ``churn_scores`` has no duplicate, and the scores topic holds each of
+    its records (re-sent ones, from the at-least-once Kafka sink, identical). Returns a
+    one-line summary with the counts."""
+    store = FeatureStore(cfg.storage.warehouse)
+    bronze = store.read(spark, "events")
+    assert {r["event_id"] for r in bronze.select("event_id").collect()} == produced
+    assert not store.exists(spark, "quarantine") or store.read(spark, "quarantine").count() == 0
+    assert_every_batch_once_and_tables_rebuildable(spark, store, len(produced), scratch)
+
+    rows = ScoreSink(scores_path(cfg.storage.warehouse)).read(spark).collect()
+    record_ids = [r["record_id"] for r in rows]
+    assert len(record_ids) == len(set(record_ids))
+    assert len({(r["batch_id"], r["user_id"]) for r in rows}) == len(rows)
+    messages = consume(cfg, len(rows))
+    on_topic = Counter(value["record_id"] for _, value in messages)
+    assert set(on_topic) == set(record_ids)
+    first: dict[str, dict] = {}
+    for _, value in messages:  # a re-sent record is the same record
+        assert first.setdefault(value["record_id"], value) == value
+    doubled = sum(n - 1 for n in on_topic.values())
+    return (
+        f"{len(produced):,} events produced, {len(produced):,} in bronze once each, 0 lost, "
+        f"0 doubled; churn_scores {len(rows):,} rows, no duplicate; scores topic "
+        f"{sum(on_topic.values()):,} records, {doubled} re-sent"
+    )

@@ -16,32 +16,25 @@ both drain what is left (trigger availableNow), and:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
-from confluent_kafka import Producer
 from mlflow import MlflowClient
 
-from infra import faults
-from infra.config import REPO_ROOT
-from infra.kafka_io import ensure_topics, producer_config
-from scoring.sink import ScoreSink, scores_path
-from sources.simulator import SimulationConfig, simulate
-from store.tables import FeatureStore
+from infra.kafka_io import ensure_topics
 from tests.integration.streaming import (
-    assert_every_batch_once_and_tables_rebuildable,
-    consume,
+    Traffic,
+    assert_nothing_lost_or_doubled,
+    batches,
+    drain,
     scores_config,
+    start,
+    wait_for,
+    write_config,
 )
 from tests.scoring.models import register
 
@@ -49,20 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KILLS = 5
 KILLED = re.compile(r"CHURN_FAULT: SIGKILL at [\w.]+ in batch (\d+)")
-
-
-def start(job: str, config: Path, log: Path, *extra: str, fault: str | None = None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if fault:
-        env[faults.ENV] = fault
-    return subprocess.Popen(
-        [sys.executable, "-m", f"jobs.{job}", "--config", str(config), *extra],
-        cwd=REPO_ROOT,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=env,
-    )
 
 
 def kill_cycles(
@@ -82,51 +61,12 @@ def kill_cycles(
             out.setdefault("kills", []).append((point, killed[-1]))
             at = killed[-1] + 1
         if then_live:
-            out["live_from"] = log.read_text(errors="replace").count(f"{job}: batch")
+            out["live_from"] = batches(log, job)
             out["live"] = start(job, config, log)
     except BaseException as exc:  # surfaced by the main thread
         out["error"] = exc
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-class Traffic:
-    """Simulated events sent at about ``rate`` a second until stopped; what was delivered."""
-
-    def __init__(self, cfg, rate: float) -> None:
-        self.cfg, self.rate = cfg, rate
-        self.delivered: list[str] = []
-        self.failed: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        producer = Producer(producer_config(self.cfg.kafka))
-        events = sorted(
-            simulate(SimulationConfig(n_users=300, days=60, seed=17)),
-            key=lambda e: e["event_time"],
-        )
-        started = time.monotonic()
-        for n, event in enumerate(events):
-            if self.stop.is_set():
-                break
-            producer.produce(
-                self.cfg.kafka.topics.events,
-                key=event["user_id"].encode(),
-                value=json.dumps(event).encode(),
-                on_delivery=self._delivered(event["event_id"]),
-            )
-            producer.poll(0)
-            ahead = n / self.rate - (time.monotonic() - started)
-            if ahead > 0:
-                self.stop.wait(ahead)  # pacing the load, not waiting for anything
-        producer.flush(60)
-
-    def _delivered(self, event_id: str):
-        def report(err, _msg) -> None:
-            (self.failed if err else self.delivered).append(event_id)
-
-        return report
 
 
 def test_kills_under_load_lose_and_double_nothing(
@@ -140,8 +80,7 @@ def test_kills_under_load_lose_and_double_nothing(
             )
         }
     )
-    config = tmp_path / "crash.yaml"
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    config = write_config(cfg, tmp_path / "crash.yaml")
     ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.scores])
     uri, name = cfg.mlflow.tracking_uri, cfg.mlflow.model_name
     version, _ = register(uri, name, "recency")
@@ -174,11 +113,11 @@ def test_kills_under_load_lose_and_double_nothing(
         assert "error" not in cycles["stream_scores"], cycles["stream_scores"]["error"]
         # Stopped by SIGTERM once it runs batches (before, the signal would find no handler).
         done = cycles["stream_features"]["live_from"]
-        deadline = time.monotonic() + 300
-        while features_log.read_text(errors="replace").count("stream_features: batch") <= done:
-            assert cycles["stream_features"]["live"].poll() is None, features_log.read_text()
-            assert time.monotonic() < deadline, "the live feature stream ran no batch in time"
-            time.sleep(0.5)
+        wait_for(
+            lambda: batches(features_log, "stream_features") > done,
+            "the live feature stream runs a batch",
+            alive=[(cycles["stream_features"]["live"], features_log)],
+        )
     finally:
         traffic.stop.set()
         traffic.thread.join(120)
@@ -191,42 +130,11 @@ def test_kills_under_load_lose_and_double_nothing(
                 if live.poll() is None:
                     os.killpg(live.pid, signal.SIGKILL)
     assert live is not None and live.returncode == 0, features_log.read_text()[-3000:]
-    assert not traffic.failed
+    produced = traffic.finish()
     # Drain: whatever arrived after the last kill, through both jobs, in large batches.
-    drain = tmp_path / "drain.yaml"
-    sf = cfg.stream_features.model_copy(update={"max_offsets_per_trigger": 400_000})
-    drain.write_text(
-        yaml.safe_dump(cfg.model_copy(update={"stream_features": sf}).model_dump(mode="json"))
-    )
-    for job, log in (("stream_features", features_log), ("stream_scores", scores_log)):
-        proc = start(job, drain, log, "--available-now")
-        try:
-            assert proc.wait(600) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    produced = set(traffic.delivered)
-    store = FeatureStore(cfg.storage.warehouse)
-    bronze = store.read(spark, "events")
-    assert {r["event_id"] for r in bronze.select("event_id").collect()} == produced
-    assert not store.exists(spark, "quarantine") or store.read(spark, "quarantine").count() == 0
-    assert_every_batch_once_and_tables_rebuildable(spark, store, len(produced), tmp_path)
-
-    rows = ScoreSink(scores_path(cfg.storage.warehouse)).read(spark).collect()
-    record_ids = [r["record_id"] for r in rows]
-    assert len(record_ids) == len(set(record_ids))
-    assert len({(r["batch_id"], r["user_id"]) for r in rows}) == len(rows)
-    messages = consume(cfg, len(rows))
-    on_topic = Counter(value["record_id"] for _, value in messages)
-    assert set(on_topic) == set(record_ids)
-    first: dict[str, dict] = {}
-    for _, value in messages:  # a re-sent record is the same record
-        assert first.setdefault(value["record_id"], value) == value
-    doubled = sum(n - 1 for n in on_topic.values())
+    drain(cfg, tmp_path, {"stream_features": features_log, "stream_scores": scores_log})
+    lost_doubled = assert_nothing_lost_or_doubled(spark, cfg, produced, tmp_path)
     print(
-        f"\ncrash under load: {len(produced):,} events produced, {len(produced):,} in bronze "
-        f"once each, 0 lost, 0 doubled; kills {cycles['stream_features']['kills']} (features) "
-        f"{cycles['stream_scores']['kills']} (scorer); churn_scores {len(rows):,} rows, "
-        f"no duplicate; scores topic {sum(on_topic.values()):,} records, {doubled} re-sent"
+        f"\ncrash under load: kills {cycles['stream_features']['kills']} (features) "
+        f"{cycles['stream_scores']['kills']} (scorer); {lost_doubled}"
     )
