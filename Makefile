@@ -10,13 +10,14 @@ NOTEBOOK_ARGS ?=
 BENCH ?=
 BENCH_ARGS ?=
 STREAM_WINDOW_S ?= 300
+MINUTES ?= 30
 # BROKERS=3: every target runs against a three-node Kafka cluster (local_stack.brokers).
 BROKERS ?=
 ifneq ($(BROKERS),)
 export CHURN__LOCAL_STACK__BROKERS := $(BROKERS)
 endif
 
-.PHONY: help setup jars up down status test test-fast lint demo notebook bench clean
+.PHONY: help setup jars up down status test test-fast lint demo notebook bench soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +67,9 @@ bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH
 	  $(PY) -m benchmarks.bench_$$b --out .local/bench/results.jsonl $$extra $(BENCH_ARGS) || exit $$?; \
 	  echo "bench: $$b took $$(( $$(date +%s) - start ))s"; \
 	done
+
+soak: up  ## both streaming jobs for MINUTES (30) at half the sustained rate; lag and memory every 10 s, a plot and a verdict (docs/reliability.md)
+	$(PY) -m benchmarks.soak --minutes $(MINUTES) --out .local/bench/results.jsonl $(BENCH_ARGS)
 
 clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs); keeps venv and jars
 	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo

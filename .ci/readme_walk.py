@@ -143,6 +143,7 @@ PLAN: list[Step] = [
     Step(SUBMIT_JARS, env=CLUSTER_ENV),
     Step(SUBMIT_PACKAGES, env=CLUSTER_ENV),
     Step("make bench", env={"STREAM_WINDOW_S": "30"}, note="a 30 s stream window in CI"),
+    Step("make soak", env={"MINUTES": "1"}, note="one minute in CI: too short for a verdict"),
     Step("make down", check=_ports_closed(9092, 5000)),
 ]
 

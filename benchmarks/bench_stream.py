@@ -209,7 +209,7 @@ def register_stand_in(cfg: Config, names: list[str]) -> None:
                 registered_model_name=name,
             )
     MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        name, cfg.scoring.model_alias, int(info.registered_model_version)
+        name, cfg.scoring.model_alias, str(info.registered_model_version)
     )
 
 
@@ -235,9 +235,10 @@ class ScoreWatcher:
         self.consumer.subscribe([self.topic], on_assign=lambda c, p: self.assigned.set())
         while not self.stop.is_set():
             msg = self.consumer.poll(0.05)
-            if msg is None or msg.error() or msg.key() is None:
+            key = None if msg is None or msg.error() else msg.key()
+            if key is None:
                 continue
-            user, at = msg.key().decode(), time.time()
+            user, at = key.decode(), time.time()
             with self.lock:
                 self.arrivals.setdefault(user, at)
         self.consumer.close()

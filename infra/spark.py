@@ -35,6 +35,12 @@ CHECKPOINT_INTERVAL = 100
 # the feature stream on the same two cores (docs/decisions.md, decision 49).
 LIGHT_JIT = "-XX:TieredStopAtLevel=1"
 
+# Java threads' stacks on a local driver (the JVM's default: 1 MiB). A streaming batch
+# that fails in Python hands Spark a long traceback, which Spark matches against a
+# regular expression that recurses once per character: at 1 and 4 MiB that overflowed the
+# stream thread's stack and printed a thousand lines; 8 MiB was enough (decision 58).
+THREAD_STACK = "-Xss16m"
+
 
 def under_spark_submit() -> bool:
     """True when spark-submit launched this Python driver (it hands us a running JVM)."""
@@ -85,7 +91,7 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
     if local_driver(cfg):
         # The driver maps the classes `make setup` archived (docs/decisions.md, decision 47).
         archive = class_archive.java_options(Path(cfg.resolve(cfg.spark.jars_dir)))
-        options = [archive, LIGHT_JIT if light_jit else None]
+        options = [archive, THREAD_STACK, LIGHT_JIT if light_jit else None]
         options.append(conf.get("spark.driver.extraJavaOptions"))
         if any(options):
             conf["spark.driver.extraJavaOptions"] = " ".join(o for o in options if o)

@@ -60,9 +60,10 @@ def test_artifact_name_strips_the_version():
 
 def test_the_driver_maps_the_class_archive_make_setup_wrote():
     conf = spark_conf(load_config("local", environ={}), "app")
-    option = conf["spark.driver.extraJavaOptions"]
-    assert option.startswith("-XX:SharedArchiveFile=")
-    assert Path(option.split("=", 1)[1]).stat().st_size > 10 * 2**20
+    archive, *rest = conf["spark.driver.extraJavaOptions"].split()
+    assert archive.startswith("-XX:SharedArchiveFile=")
+    assert Path(archive.split("=", 1)[1]).stat().st_size > 10 * 2**20
+    assert rest == ["-Xss16m"]  # stream threads' stacks (decision 58)
 
 
 def test_a_configured_driver_java_option_is_kept_beside_the_archive():
@@ -81,7 +82,7 @@ def test_a_light_jit_driver_compiles_with_c1_only_and_keeps_the_other_options(
     cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"conf": mine})})
     option = spark_conf(cfg, "app", light_jit=True)["spark.driver.extraJavaOptions"].split()
     assert option[0].startswith("-XX:SharedArchiveFile=")
-    assert option[1:] == ["-XX:TieredStopAtLevel=1", "-Dchurn.probe=1"]
+    assert option[1:] == ["-Xss16m", "-XX:TieredStopAtLevel=1", "-Dchurn.probe=1"]
     assert "TieredStopAtLevel" not in spark_conf(cfg, "app")["spark.driver.extraJavaOptions"]
     # Under spark-submit the driver's JVM runs already: its options are the command's.
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")

@@ -207,14 +207,19 @@ def wait_for(condition, what: str, timeout_s: float = 300, alive=()) -> None:
 
 
 def stop_gracefully(proc, log: Path) -> None:
-    """SIGTERM, then the job must exit 0 (decision 50's graceful stop)."""
+    """SIGTERM, then the job must exit 0 with one line and no trace (decisions 35, 58)."""
+    seen = len(log.read_text(errors="replace"))
     proc.send_signal(signal.SIGTERM)
     try:
         rc = proc.wait(120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert rc == 0, log.read_text()[-3000:]
+    after = log.read_text(errors="replace")[seen:]
+    assert rc == 0, after[-3000:]
+    assert "stopping (signal received)" in after
+    for trace in ("Traceback", "Exception in thread", "StackOverflowError"):
+        assert trace not in after, after[-3000:]
 
 
 def drain(cfg: Config, tmp_path: Path, logs: dict[str, Path]) -> None:
