@@ -105,6 +105,19 @@ def scores_config(base: Config, tmp_path: Path, mlflow_uri: str) -> Config:
     )
 
 
+def champion(cfg: Config) -> None:
+    """A small registered model (tests/scoring/models.py) at the scorer's alias."""
+    from mlflow import MlflowClient
+
+    from tests.scoring.models import register
+
+    uri, name = cfg.mlflow.tracking_uri, cfg.mlflow.model_name
+    version, _ = register(uri, name, "recency")
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        name, cfg.scoring.model_alias, version
+    )
+
+
 def consume(cfg: Config, at_least: int, idle_s: float = 5.0) -> list[tuple[str, dict]]:
     """(key, JSON value) of the scores topic: at least ``at_least``, then until idle."""
     consumer = Consumer(

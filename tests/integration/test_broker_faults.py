@@ -21,7 +21,6 @@ import time
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
-from mlflow import MlflowClient
 
 from infra import stack as local_stack
 from infra.kafka_io import client_config, ensure_topics
@@ -29,6 +28,7 @@ from tests.integration.streaming import (
     Traffic,
     assert_nothing_lost_or_doubled,
     batches,
+    champion,
     drain,
     free_ports,
     scores_config,
@@ -37,7 +37,6 @@ from tests.integration.streaming import (
     wait_for,
     write_config,
 )
-from tests.scoring.models import register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -127,11 +126,7 @@ def run_with_a_broker_fault(stack, brokers, mlflow_stack, base_config, spark, tm
     for topic in (topics.events, topics.scores, topics.dlq):
         assert {len(r) for _, r, _ in replicas(admin, topic)} == {min(brokers, 3)}
         assert min_insync(admin, topic) == ("2" if brokers == 3 else "1")
-    uri, name = cfg.mlflow.tracking_uri, cfg.mlflow.model_name
-    version, _ = register(uri, name, "recency")
-    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        name, "champion", version
-    )
+    champion(cfg)
 
     traffic = Traffic(cfg, rate=80)
     traffic.thread.start()

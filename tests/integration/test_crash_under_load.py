@@ -23,20 +23,19 @@ import threading
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from infra.kafka_io import ensure_topics
 from tests.integration.streaming import (
     Traffic,
     assert_nothing_lost_or_doubled,
     batches,
+    champion,
     drain,
     scores_config,
     start,
     wait_for,
     write_config,
 )
-from tests.scoring.models import register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,11 +81,7 @@ def test_kills_under_load_lose_and_double_nothing(
     )
     config = write_config(cfg, tmp_path / "crash.yaml")
     ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.scores])
-    uri, name = cfg.mlflow.tracking_uri, cfg.mlflow.model_name
-    version, _ = register(uri, name, "recency")
-    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        name, "champion", version
-    )
+    champion(cfg)
 
     traffic = Traffic(cfg, rate=80)
     traffic.thread.start()

@@ -26,10 +26,11 @@ from collections import Counter
 import psutil
 import pytest
 from confluent_kafka import Consumer, Producer
-from pyspark.sql import functions as F
 
 from infra.kafka_io import client_config, ensure_topics, producer_config
 from sources.simulator import SimulationConfig, simulate
+from store.explore import batches as explore_batches
+from store.explore import quarantine_reasons, reconciliation
 from store.tables import FeatureStore
 from tests.contract_cases import BAD_INPUTS, event, raw
 from tests.integration.streaming import (
@@ -193,30 +194,15 @@ def test_a_hostile_mix_at_rate_is_reconciled_by_reason(kafka_stack, base_config,
             job.kill()
 
     store = FeatureStore(cfg.storage.warehouse)
-    batches = (
-        store.read(spark, "feature_batches")
-        .agg(
-            F.sum("records").alias("records"),
-            F.sum("valid").alias("valid"),
-            F.sum("quarantined").alias("quarantined"),
-            F.count(F.lit(1)).alias("batches"),
-        )
-        .first()
-    )
-    assert batches["records"] == len(records)
-    assert batches["valid"] + batches["quarantined"] == len(records)
-    assert store.read(spark, "events").count() == expected[None] == batches["valid"]
-    by_reason = Counter(
-        {
-            r["reject_reason"]: r["n"]
-            for r in store.read(spark, "quarantine")
-            .groupBy("reject_reason")
-            .agg(F.count(F.lit(1)).alias("n"))
-            .collect()
-        }
-    )
+    totals = reconciliation(spark, store)
+    assert totals["records"] == totals["valid"] + totals["quarantined"] == len(records)
+    assert totals["events_table_rows"] == totals["valid"] == expected[None]
+    assert totals["quarantine_table_rows"] == totals["quarantined"]
+    reasons = quarantine_reasons(spark, store)
+    by_reason = Counter(dict(zip(reasons["reject_reason"], reasons["records"], strict=True)))
     assert by_reason == expected - Counter({None: expected[None]})
-    assert dead_letters(cfg, batches["quarantined"]) == batches["quarantined"]
+    n_batches = len(explore_batches(spark, store))
+    assert dead_letters(cfg, totals["quarantined"]) == totals["quarantined"]
 
     # Peak memory by process while the first and the second half of the records went
     # through: warmed up in the first, it must not grow in the second.
@@ -228,8 +214,8 @@ def test_a_hostile_mix_at_rate_is_reconciled_by_reason(kafka_stack, base_config,
     print(
         f"\nhostile at rate: {len(records):,} records ({hostile:,} hostile, "
         f"{hostile / len(records):.0%}) produced in {produced_s:.1f}s, consumed in "
-        f"{stream_s:.1f}s over {batches['batches']} batches; valid {batches['valid']:,} + "
-        f"quarantined {batches['quarantined']:,} = produced; by reason "
+        f"{stream_s:.1f}s over {n_batches} batches; valid {totals['valid']:,} + "
+        f"quarantined {totals['quarantined']:,} = produced; by reason "
         f"{dict(sorted(by_reason.items()))}; peak PSS MiB (first half, second half) {mib}, "
         f"{len(samples)} samples"
     )
