@@ -134,11 +134,14 @@ def thirds(values: list[float]) -> tuple[list[float], list[float], list[float]]:
     return values[:n], values[n : 2 * n], values[2 * n :]
 
 
-def plot(rows: list[dict[str, float]], columns: list[str], path: Path, title: str) -> None:
+def plot(
+    rows: list[dict[str, float]], columns: list[str], path: Path, title: str, warmup_min: float
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import StrMethodFormatter
 
     minutes = [r["t_s"] / 60 for r in rows]
     fig, (lag_ax, mem_ax) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
@@ -155,6 +158,9 @@ def plot(rows: list[dict[str, float]], columns: list[str], path: Path, title: st
     mem_ax.set_ylabel("MiB (proportional set size)")
     mem_ax.set_xlabel("minutes")
     mem_ax.legend(fontsize=7, ncol=3)
+    lag_ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    for ax in (lag_ax, mem_ax):  # samples before it are plotted, not judged
+        ax.axvline(warmup_min, color="grey", linestyle=":", linewidth=1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -282,13 +288,13 @@ def main(argv: list[str] | None = None) -> None:
         if m["last_third_median"] > m["second_third_median"] * 1.1 + 64
     ]
     title = f"soak {args.minutes:g} min at {rate:,.0f}/s ({run})"
-    plot(rows, memory_columns, scratch / "soak.png", title)
+    plot(rows, memory_columns, scratch / "soak.png", title, args.warmup_minutes)
     if not verdict:
         log(f"too short to judge: fewer than 6 samples after {args.warmup_minutes:g} min")
     log(
         f"feature lag: max {max(r['feature_lag'] for r in rows):,.0f}; after the warm-up, "
         f"first third's peak {max(lag_first):,.0f}, last third's {max(lag_last):,.0f}"
-        + (": bounded" if lag_bounded else ": GROWING" if verdict else "")
+        + ((": bounded" if lag_bounded else ": GROWING") if verdict else "")
     )
     log(f"scorer lag: max {max(r['scorer_lag'] for r in rows):.0f} commits")
     for col, m in memory.items():
