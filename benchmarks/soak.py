@@ -19,7 +19,8 @@ than its first third's peak plus one batch) and memory flat (each process's last
 median within 10% plus 64 MiB of its second-third median; the slope is printed too). It
 writes the samples (CSV) and a plot (PNG) under .local/bench/soak-<run>/, one JSON line
 (--out appends it), and exits 1 when lag grew or memory did. A run too short to leave six
-samples after the warm-up gets no verdict.
+samples after the warm-up gets no verdict. The CSV is written as the samples come; Ctrl-C
+ends the run early and judges what there is.
 
 Needs the local stack (`make up`); `make soak MINUTES=30`. Not part of `make test`.
 """
@@ -117,8 +118,11 @@ def job_memory(proc: subprocess.Popen) -> dict[str, float]:
         children = driver.children(recursive=True)
     except psutil.NoSuchProcess:
         return {"python": 0.0, "jvm": 0.0, "workers": 0.0}
-    jvm = [c for c in children if c.name() == "java"]
-    workers = [c for c in children if c not in jvm]
+    jvm: list[psutil.Process] = []
+    workers: list[psutil.Process] = []
+    for child in children:  # a Python worker may exit between the listing and its name
+        with contextlib.suppress(psutil.NoSuchProcess):
+            (jvm if child.name() == "java" else workers).append(child)
     return {"python": pss_mib([driver]), "jvm": pss_mib(jvm), "workers": pss_mib(workers)}
 
 
@@ -221,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     offsets = Offsets(cfg, topics.events)
     services = [n.service for n in stack.kafka_nodes()] + ["mlflow"]
     rows: list[dict[str, float]] = []
+    samples = (scratch / "soak.csv").open("w", newline="")  # written as it goes
+    writer: csv.DictWriter | None = None
     start = time.monotonic()
     try:
         while time.monotonic() - start < seconds:
@@ -244,12 +250,20 @@ def main(argv: list[str] | None = None) -> None:
             for service in services:
                 row[service] = round(pss_mib(local_stack.members(stack, service)), 1)
             rows.append(row)
+            if writer is None:
+                writer = csv.DictWriter(samples, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            samples.flush()
             log(
                 f"t={row['t_s']:.0f}s produced {row['produced']:,.0f}, feature lag "
                 f"{row['feature_lag']:,.0f}, scorer lag {row['scorer_lag']:.0f}; MiB: "
                 + ", ".join(f"{k} {v:,.0f}" for k, v in row.items() if "." in k or k in services)
             )
+    except KeyboardInterrupt:  # Ctrl-C: judge what there is
+        log(f"interrupted after {len(rows)} samples")
     finally:
+        samples.close()
         producer.terminate()
         for proc in jobs.values():
             proc.send_signal(signal.SIGTERM)
@@ -259,11 +273,9 @@ def main(argv: list[str] | None = None) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    if not rows:
+        raise SystemExit(f"soak: no sample taken; logs in {scratch}")
     memory_columns = [k for k in rows[0] if "." in k or k in services]
-    with (scratch / "soak.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     judged = [r for r in rows if r["t_s"] >= args.warmup_minutes * 60]
     verdict = len(judged) >= 6
     if not verdict:
