@@ -92,6 +92,8 @@ def start_feature_stream(
     # every batch (a query started again loads it again).
     state = StreamState.load(spark, store, the_app, rules.allowed_lateness_s)
 
+    dlq_options = spark_sink_options(cfg.kafka)  # once, not per batch
+
     def to_dlq(rejects: DataFrame) -> None:
         # The original bytes, untouched, with the reason and source coordinates as headers.
         (
@@ -114,7 +116,7 @@ def start_feature_stream(
                 ).alias("headers"),
             )
             .write.format("kafka")
-            .options(**spark_sink_options(cfg.kafka))
+            .options(**dlq_options)
             .option("topic", topics.dlq)
             .save()
         )
