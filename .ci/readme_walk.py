@@ -285,6 +285,16 @@ def run_step(step: Step, env: dict[str, str]) -> str:
     return "" if rc == 0 else f"exit {rc} after Ctrl-C"
 
 
+def _show_stack_logs(lines: int = 25) -> None:
+    """After a failed step: the local stack's state and the tail of each service's log, so
+    that a CI log says whether a broker or the tracking server had gone away, and why."""
+    subprocess.run(["make", "status"], cwd=ROOT, check=False)
+    for log in sorted((ROOT / ".local/stack").glob("*/*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"walk: --- last {len(tail)} lines of {log.relative_to(ROOT)}", flush=True)
+        print("\n".join(tail), flush=True)
+
+
 def check_plan(commands: list[str]) -> list[str]:
     planned = [s.command for s in PLAN]
     problems = [
@@ -343,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                     problem = f"check failed: {exc}"
             took = time.monotonic() - t0
             results.append((step.command, problem or "ok", took))
+            if problem:
+                _show_stack_logs()
             print(
                 f"walk: {'ok' if not problem else 'FAILED: ' + problem} ({took:.0f}s)", flush=True
             )

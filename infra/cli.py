@@ -1,8 +1,10 @@
 """What every command-line job shares: its --config and --debug options, and how it exits.
 
 A configuration or usage error prints one line naming the job and what is wrong, and exits
-with status 2, as argparse does for a bad option; ``--debug`` shows the traceback instead
-(docs/decisions.md, decision 50). Every other failure keeps Python's traceback and status 1.
+with status 2, as argparse does for a bad option; a service that does not answer at start
+(:class:`Unreachable`) prints one line and exits with 1; ``--debug`` shows the traceback
+instead (docs/decisions.md, decision 50). Every other failure keeps Python's traceback and
+status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ USAGE_ERROR = 2
 
 class UsageError(Exception):
     """Arguments that contradict each other or name something that is not there."""
+
+
+class Unreachable(Exception):
+    """A service the job needs (the Kafka cluster, the tracking server) does not answer."""
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,4 +54,9 @@ def run(
             raise
         print(f"{prog}: {exc}", file=sys.stderr, flush=True)
         sys.exit(USAGE_ERROR)
+    except Unreachable as exc:
+        if "--debug" in args:
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     sys.exit(status or 0)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from infra.cli import Unreachable
 from infra.config import KafkaConfig
 
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
@@ -77,10 +78,17 @@ def spark_sink_options(kafka: KafkaConfig) -> dict[str, str]:
 
 def ensure_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 30) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(client_config(kafka))
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise Unreachable(
+            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0].str()}); "
+            "is the stack up (`make up`, `make status`)?"
+        ) from exc
     missing = [t for t in topics if t not in existing]
     if not missing:
         return []

@@ -5,12 +5,15 @@ none gets as far as starting Spark or reaching a broker."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from infra.config import REPO_ROOT
+from infra.cli import Unreachable, run
+from infra.config import REPO_ROOT, load_config
+from infra.kafka_io import ensure_topics
 
 # Each job's command line, with what it needs to get as far as loading its config; CONFIG
 # marks where "--config <path>" goes.
@@ -93,3 +96,25 @@ def test_an_unknown_option_is_argparses_usage_and_status_2():
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "unrecognized arguments: --no-such-option" in done.stderr
+
+
+def test_a_broker_that_does_not_answer_is_one_line_and_status_1(capsys):
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kafka = load_config("local").kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+
+    def main(_argv: list[str] | None) -> int:
+        ensure_topics(kafka, ["t"], timeout_s=3)
+        return 0
+
+    with pytest.raises(SystemExit) as exited:
+        run(main, "stream_features", [])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"stream_features: no Kafka broker answers at 127.0.0.1:{port} (Failed to get "
+        "metadata: Local: Broker transport failure); is the stack up (`make up`, `make status`)?"
+    ), err
+    with pytest.raises(Unreachable):
+        run(main, "stream_features", ["--debug"])
