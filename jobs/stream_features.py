@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -89,8 +90,11 @@ def start_feature_stream(
     rules = ingest_rules(cfg)
     the_app = app_id(checkpoint)
     # The hot state lives as long as the query: loaded from the tables now, kept in step by
-    # every batch (a query started again loads it again).
-    state = StreamState.load(spark, store, the_app, rules.allowed_lateness_s)
+    # every batch (a query started again loads it again). Its id index lives and dies with
+    # the checkpoint (decision 59).
+    state = StreamState.load(
+        spark, store, the_app, rules.allowed_lateness_s, ids_dir=Path(checkpoint) / "event-ids"
+    )
 
     dlq_options = spark_sink_options(cfg.kafka)  # once, not per batch
 

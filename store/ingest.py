@@ -273,21 +273,17 @@ def _mark_stored_duplicates(
     spark: SparkSession, store: FeatureStore, state: StreamState, batch: pd.DataFrame
 ) -> pd.Series:
     """Which still-valid rows carry an event id already stored on the same event date."""
-    valid = batch["reject_reason"].isna()
-    days = set(batch.loc[valid, "event_date"])
-    ids = {d: state.seen.get(d, set()) for d in days if state.holds_ids_of(d)}
-    ids |= stored_ids(
-        spark, store, state.upto, days=sorted(d for d in days if not state.holds_ids_of(d))
-    )
-    seen = pd.Series(
-        [
-            eid in ids.get(d, ())
-            for eid, d in zip(batch["event_id"], batch["event_date"], strict=True)
-        ],
-        index=batch.index,
-        dtype=bool,
-    )
-    return valid & seen
+    rows = batch.loc[batch["reject_reason"].isna(), ["event_id", "event_date"]]
+    cold = sorted(d for d in set(rows["event_date"]) if not state.holds_ids_of(d))
+    stored = stored_ids(spark, store, state.upto, days=cold)  # dates the index no longer holds
+    seen = pd.Series(False, index=batch.index, dtype=bool)
+    for day, group in rows.groupby("event_date"):
+        ids = group["event_id"].tolist()
+        if state.holds_ids_of(day):
+            seen[group.index] = state.ids.contains(day, ids)
+        else:
+            seen[group.index] = [i in stored.get(day, ()) for i in ids]
+    return seen
 
 
 def process_batch(

@@ -8,12 +8,13 @@ the same result it did the first time. Then each batch updates it in place:
 - ``daily``: per (user, day) aggregates for every day a feature reads or an accepted event
   can still touch (``daily_from`` on);
 - ``lifetime``: per-user lifetime aggregates, every user;
-- ``seen``: the event ids stored per event date, for every date an event can still be
+- ``ids``: the event ids stored per event date, for every date an event can still be
   accepted on (``seen_from`` on): events older than that are too late, so never looked up.
+  They are many (the event rate times the allowed lateness), so they live on local disk
+  (store/id_index.py, decision 59), a cache of bronze that outlives the process.
 
 Both frames merge by the add / min / max algebra of features.aggregates, driven by the same
-column lists. Memory grows with the users, the lookback and the event rate times the
-allowed lateness.
+column lists. Memory grows with the users and the lookback, not with the event rate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -41,6 +43,7 @@ from features.aggregates import (
     lifetime_aggregates,
 )
 from features.compute import LOOKBACK_DAYS
+from store.id_index import IdIndex
 from store.tables import BATCH_COLUMNS, FeatureStore
 
 
@@ -124,24 +127,55 @@ def naive_utc(moment: Any) -> datetime | None:
 
 
 def stored_ids(
-    spark: SparkSession,
-    store: FeatureStore,
-    upto: int,
-    *,
-    since: date | None = None,
-    days: Sequence[date] | None = None,
+    spark: SparkSession, store: FeatureStore, upto: int, days: Sequence[date]
 ) -> dict[date, set[str]]:
-    """Event ids in bronze per event date, written by batches up to ``upto``, on dates from
-    ``since`` or on ``days``."""
-    if not store.exists(spark, "events") or (days is not None and not days):
+    """Event ids in bronze per event date, written by batches up to ``upto``, on ``days``."""
+    if not days or not store.exists(spark, "events"):
         return {}
-    ids = store.read_raw(spark, "events").where(F.col("ingest_batch_id") <= upto)
-    if since is not None:
-        ids = ids.where(F.col("event_date") >= F.lit(since))
-    if days is not None:
-        ids = ids.where(F.col("event_date").isin(list(days)))
-    rows = ids.select("event_date", "event_id").toArrow().to_pandas()
+    rows = (
+        store.read_raw(spark, "events")
+        .where((F.col("ingest_batch_id") <= upto) & F.col("event_date").isin(list(days)))
+        .select("event_date", "event_id")
+        .toArrow()
+        .to_pandas()
+    )
     return {d: set(g) for d, g in rows.groupby("event_date")["event_id"]}
+
+
+# Batches read from bronze at a time when the id index catches up (their ids pass through
+# the driver's memory once).
+FILL_BATCHES = 50
+
+
+def fill_ids(
+    spark: SparkSession, store: FeatureStore, index: IdIndex, upto: int, since: date | None
+) -> None:
+    """Bring the id index up to batch ``upto`` from bronze (dates from ``since`` on).
+
+    An index behind the tables (a crash between a batch's appends and its ids, or a new
+    index) gets the ids of the batches it lacks; one ahead of them (tables rebuilt or
+    restored under a kept checkpoint) is emptied and filled again."""
+    if index.upto is not None and index.upto > upto:
+        index.clear()
+    if index.upto != upto and store.exists(spark, "events"):
+        ids = store.read_raw(spark, "events").where(F.col("ingest_batch_id") <= upto)
+        if index.upto is not None:
+            ids = ids.where(F.col("ingest_batch_id") > index.upto)
+        if since is not None:
+            ids = ids.where(F.col("event_date") >= F.lit(since))
+        first, last = ids.agg(F.min("ingest_batch_id"), F.max("ingest_batch_id")).first()  # type: ignore[misc]
+        for lo in range(first, last + 1, FILL_BATCHES) if first is not None else ():
+            hi = min(lo + FILL_BATCHES - 1, upto)
+            rows = (
+                ids.where(F.col("ingest_batch_id").between(lo, hi))
+                .select("event_date", "event_id")
+                .toArrow()
+                .to_pandas()
+            )
+            index.add(hi, {d: g.tolist() for d, g in rows.groupby("event_date")["event_id"]})
+    index.add(upto, {})
+    if since is not None:
+        index.drop_before(since)
 
 
 def horizons(
@@ -161,21 +195,29 @@ class StreamState:
     prev: dict[str, Any] | None
     daily: pd.DataFrame
     lifetime: pd.DataFrame
-    seen: dict[date, set[str]]
+    ids: IdIndex
     daily_from: date | None
     seen_from: date | None
     # The first batch after a load may have been written in part before a crash.
     may_be_replay: bool = True
     upto: int = field(init=False)
+    # The ids of the batch being written: into ``ids`` once all of its appends committed.
+    pending_ids: dict[date, set[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.upto = self.prev["batch_id"] if self.prev else -1
 
     @classmethod
     def load(
-        cls, spark: SparkSession, store: FeatureStore, app_id: str, allowed_lateness_s: int
+        cls,
+        spark: SparkSession,
+        store: FeatureStore,
+        app_id: str,
+        allowed_lateness_s: int,
+        ids_dir: Path | str | None = None,
     ) -> StreamState:
-        """The state as of this app's last complete batch, from the Delta tables."""
+        """The state as of this app's last complete batch, from the Delta tables; the id
+        index kept in ``ids_dir`` (None: a temporary one) and brought up to date."""
         prev = last_batch(spark, store, app_id)
         upto = prev["batch_id"] if prev else -1
         daily_from, seen_from = horizons(
@@ -191,8 +233,9 @@ class StreamState:
                 recent = stored.where(F.col("activity_date") >= F.lit(daily_from))
             daily_t, life_t = recent.toArrow(), lifetime_aggregates(stored).toArrow()
             daily, lifetime = frame(daily_t, DAILY_KEY), frame(life_t, LIFETIME_KEY)
-        seen = stored_ids(spark, store, upto, since=seen_from)
-        return cls(prev, daily, lifetime, seen, daily_from, seen_from)
+        ids = IdIndex.open(ids_dir) if ids_dir is not None else IdIndex()
+        fill_ids(spark, store, ids, upto, seen_from)
+        return cls(prev, daily, lifetime, ids, daily_from, seen_from)
 
     def holds_day(self, day: pd.Timestamp) -> bool:
         return self.daily_from is None or day >= pd.Timestamp(self.daily_from)
@@ -226,12 +269,13 @@ class StreamState:
         self.lifetime = merged if self.lifetime.empty else _upsert(self.lifetime, merged)
 
     def add_ids(self, ids_by_day: dict[date, set[str]]) -> None:
-        for day, ids in ids_by_day.items():
-            if self.holds_ids_of(day):
-                self.seen.setdefault(day, set()).update(ids)
+        """The batch's stored ids, held once the batch is complete (``advance``)."""
+        self.pending_ids = {d: ids for d, ids in ids_by_day.items() if self.holds_ids_of(d)}
 
     def advance(self, prev: dict[str, Any], allowed_lateness_s: int) -> None:
-        """The batch ``prev`` is complete: drop what no later batch can need."""
+        """The batch ``prev`` is complete: hold its ids, drop what no later batch can need."""
+        self.ids.add(prev["batch_id"], self.pending_ids)
+        self.pending_ids = {}
         self.prev, self.upto, self.may_be_replay = prev, prev["batch_id"], False
         self.daily_from, self.seen_from = horizons(
             prev["as_of"], prev["watermark"], allowed_lateness_s
@@ -240,8 +284,7 @@ class StreamState:
             days = self.daily.index.get_level_values("activity_date")
             self.daily = self.daily[days >= pd.Timestamp(self.daily_from)]
         if self.seen_from is not None:
-            for day in [d for d in self.seen if d < self.seen_from]:
-                del self.seen[day]
+            self.ids.drop_before(self.seen_from)
 
 
 def _upsert(state: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:

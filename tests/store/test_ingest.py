@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from pyspark.testing import assertDataFrameEqual
 
 from infra.spark import CHECKPOINT_INTERVAL
 from store.ingest import IngestRules, process_batch
+from store.state import StreamState
 from store.tables import FeatureStore
 
 RAW = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
@@ -88,3 +89,52 @@ def test_every_table_a_batch_creates_checkpoints_every_100_commits(spark, tmp_pa
     ):
         props = spark.sql(f"DESCRIBE DETAIL delta.`{store.path(table)}`").first()["properties"]
         assert props.get("delta.checkpointInterval") == str(CHECKPOINT_INTERVAL) == "100", table
+
+
+def test_the_id_index_catches_up_with_the_tables_and_is_refilled_when_ahead(spark, tmp_path):
+    store, ids_dir = FeatureStore(str(tmp_path / "wh")), tmp_path / "ids"
+    rules = IngestRules(allowed_lateness_s=3 * 86400)
+    day = date(2024, 3, 10)
+
+    def batch(*records):
+        return spark.createDataFrame(list(records), RAW)
+
+    state = StreamState.load(spark, store, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
+    process_batch(
+        spark,
+        store,
+        batch(record("u1", "a", "2024-03-10T12:00:00Z", 0, 0)),
+        0,
+        rules,
+        "app",
+        state=state,
+    )
+    assert (state.ids.upto, state.ids.contains(day, ["a", "b"])) == (0, [True, False])
+    state.ids.close()
+
+    # Batch 1 commits to the tables while the index stays at batch 0: a crash between the
+    # appends and the index write. The next start reads batch 1's ids from bronze.
+    elsewhere = StreamState.load(spark, store, "app", rules.allowed_lateness_s)
+    process_batch(
+        spark,
+        store,
+        batch(record("u2", "b", "2024-03-10T13:00:00Z", 0, 1)),
+        1,
+        rules,
+        "app",
+        state=elsewhere,
+    )
+    state = StreamState.load(spark, store, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
+    assert (state.ids.upto, state.ids.contains(day, ["a", "b"])) == (1, [True, True])
+    resent = record("u2", "b", "2024-03-10T13:00:00Z", 0, 2)
+    r2 = process_batch(spark, store, batch(resent), 2, rules, "app", state=state)
+    assert r2.reasons == {"duplicate_event_id": 1}
+    state.ids.close()
+
+    # Tables rebuilt under the kept index: it is ahead of them, so it is emptied first.
+    fresh = FeatureStore(str(tmp_path / "wh2"))
+    state = StreamState.load(spark, fresh, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
+    assert (state.ids.upto, state.ids.days()) == (-1, [])
+    r0 = process_batch(spark, fresh, batch(resent), 0, rules, "app", state=state)
+    assert (r0.valid, r0.reasons) == (1, {})
+    state.ids.close()
