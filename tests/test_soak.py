@@ -3,7 +3,15 @@ as Spark and Delta write them (no stack needed)."""
 
 import json
 
-from benchmarks.soak import default_rate, feature_lag, scorer_lag, slope_mib_per_h, thirds
+from benchmarks.soak import (
+    default_rate,
+    feature_lag,
+    grew,
+    jvm_size_mib,
+    scorer_lag,
+    slope_mib_per_h,
+    thirds,
+)
 
 
 def checkpoint(root, batches: dict[int, dict], committed: list[int]):
@@ -60,3 +68,20 @@ def test_default_rate_is_half_the_latest_stream_result(tmp_path):
 def test_thirds_and_slope():
     assert thirds([1, 2, 3, 4, 5, 6, 7]) == ([1, 2], [3, 4], [5, 6, 7])
     assert slope_mib_per_h([0, 1800, 3600], [100, 150, 200]) == 100
+
+
+def test_a_jobs_jvm_is_judged_by_its_heap_in_use_and_its_size_by_a_ceiling():
+    ceiling = jvm_size_mib("2g") + 1536
+    assert ceiling == 3584
+    # The feature stream's JVM in the first flat-memory soak: its size rose towards -Xmx.
+    size = {"second_third_median": 1763, "last_third_median": 2169, "peak": 2178}
+    assert not grew("stream_features.jvm", size, ceiling)
+    assert grew("stream_features.jvm", {**size, "peak": 3600}, ceiling)
+    # The heap in use is judged by its lows: the live set after collections.
+    heap = {"second_third_low": 300, "last_third_low": 390}
+    assert not grew("stream_features.jvm_heap", heap, ceiling)
+    assert grew("stream_features.jvm_heap", {**heap, "last_third_low": 400}, ceiling)
+    # Everything else by its medians.
+    python = {"second_third_median": 375, "last_third_median": 476}
+    assert not grew("stream_features.python", python, ceiling)
+    assert grew("stream_features.python", {**python, "last_third_median": 477}, ceiling)

@@ -92,49 +92,37 @@ def test_every_table_a_batch_creates_checkpoints_every_100_commits(spark, tmp_pa
 
 
 def test_the_id_index_catches_up_with_the_tables_and_is_refilled_when_ahead(spark, tmp_path):
-    store, ids_dir = FeatureStore(str(tmp_path / "wh")), tmp_path / "ids"
     rules = IngestRules(allowed_lateness_s=3 * 86400)
-    day = date(2024, 3, 10)
+    ids_dir, day = tmp_path / "ids", date(2024, 3, 10)
+    a = record("u1", "a", "2024-03-10T12:00:00Z", 0, 0)
+    b = record("u2", "b", "2024-03-10T13:00:00Z", 0, 1)
+    b_again = record("u2", "b", "2024-03-10T13:00:00Z", 0, 2)
 
-    def batch(*records):
-        return spark.createDataFrame(list(records), RAW)
+    def load(store, ids_dir=None):
+        return StreamState.load(spark, store, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
 
-    state = StreamState.load(spark, store, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
-    process_batch(
-        spark,
-        store,
-        batch(record("u1", "a", "2024-03-10T12:00:00Z", 0, 0)),
-        0,
-        rules,
-        "app",
-        state=state,
-    )
+    def ingest(store, state, batch_id, *records):
+        batch = spark.createDataFrame(list(records), RAW)
+        return process_batch(spark, store, batch, batch_id, rules, "app", state=state)
+
+    store = FeatureStore(str(tmp_path / "wh"))
+    state = load(store, ids_dir)
+    ingest(store, state, 0, a)
     assert (state.ids.upto, state.ids.contains(day, ["a", "b"])) == (0, [True, False])
     state.ids.close()
 
     # Batch 1 commits to the tables while the index stays at batch 0: a crash between the
     # appends and the index write. The next start reads batch 1's ids from bronze.
-    elsewhere = StreamState.load(spark, store, "app", rules.allowed_lateness_s)
-    process_batch(
-        spark,
-        store,
-        batch(record("u2", "b", "2024-03-10T13:00:00Z", 0, 1)),
-        1,
-        rules,
-        "app",
-        state=elsewhere,
-    )
-    state = StreamState.load(spark, store, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
+    ingest(store, load(store), 1, b)
+    state = load(store, ids_dir)
     assert (state.ids.upto, state.ids.contains(day, ["a", "b"])) == (1, [True, True])
-    resent = record("u2", "b", "2024-03-10T13:00:00Z", 0, 2)
-    r2 = process_batch(spark, store, batch(resent), 2, rules, "app", state=state)
-    assert r2.reasons == {"duplicate_event_id": 1}
+    assert ingest(store, state, 2, b_again).reasons == {"duplicate_event_id": 1}
     state.ids.close()
 
     # Tables rebuilt under the kept index: it is ahead of them, so it is emptied first.
     fresh = FeatureStore(str(tmp_path / "wh2"))
-    state = StreamState.load(spark, fresh, "app", rules.allowed_lateness_s, ids_dir=ids_dir)
+    state = load(fresh, ids_dir)
     assert (state.ids.upto, state.ids.days()) == (-1, [])
-    r0 = process_batch(spark, fresh, batch(resent), 0, rules, "app", state=state)
+    r0 = ingest(fresh, state, 0, b_again)
     assert (r0.valid, r0.reasons) == (1, {})
     state.ids.close()
