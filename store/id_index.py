@@ -16,6 +16,7 @@ to date from the ``events`` table.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import weakref
@@ -68,6 +69,12 @@ class IdIndex:
         """The index at ``path``, the instance already open in this process if there is one."""
         path = Path(path).resolve()
         index = cls._live.get(path)
+        if index is not None and not index.closed and not (path / "CURRENT").exists():
+            # Its folder was deleted under it (a checkpoint removed to start over): what it
+            # held is gone, and closing cannot write its last log.
+            with contextlib.suppress(Exception):
+                index.close()
+            index.closed = True
         if index is None or index.closed:
             index = cls._live[path] = cls(path)
         return index

@@ -124,6 +124,8 @@ def run_with_a_broker_fault(stack, brokers, mlflow_stack, base_config, spark, tm
     admin = AdminClient({**client_config(cfg.kafka), "logger": quiet})
     # The cluster's defaults decide durability: 3 copies, 2 must have each write.
     for topic in (topics.events, topics.scores, topics.dlq):
+        # A topic just created reaches every broker's metadata a moment later.
+        wait_for(lambda t=topic: replicas(admin, t), f"{topic}'s partitions", timeout_s=60)
         assert {len(r) for _, r, _ in replicas(admin, topic)} == {min(brokers, 3)}
         assert min_insync(admin, topic) == ("2" if brokers == 3 else "1")
     champion(cfg)

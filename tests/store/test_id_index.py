@@ -4,6 +4,7 @@ and its ``upto`` moves with its ids in one write."""
 from __future__ import annotations
 
 import gc
+import shutil
 from datetime import date
 
 import pytest
@@ -76,3 +77,15 @@ def test_the_same_process_opening_it_again_gets_the_open_one(tmp_path):
     reopened = IdIndex.open(tmp_path / "ids")
     assert reopened is not first and reopened.upto == 7
     reopened.close()
+
+
+def test_an_index_whose_folder_was_deleted_is_opened_anew(tmp_path):
+    first = IdIndex.open(tmp_path / "ids")
+    first.add(3, {D1: ["a"]})
+    shutil.rmtree(tmp_path / "ids")  # the checkpoint deleted to start over, in-process
+    again = IdIndex.open(tmp_path / "ids")
+    assert again is not first and first.closed
+    assert again.upto is None
+    again.add(0, {D2: ["b"]})
+    assert again.contains(D2, ["b"]) == [True]
+    again.close()
