@@ -69,12 +69,11 @@ class IdIndex:
         """The index at ``path``, the instance already open in this process if there is one."""
         path = Path(path).resolve()
         index = cls._live.get(path)
-        if index is not None and not index.closed and not (path / "CURRENT").exists():
+        if index is not None and not (path / "CURRENT").exists():
             # Its folder was deleted under it (a checkpoint removed to start over): what it
             # held is gone, and closing cannot write its last log.
             with contextlib.suppress(Exception):
                 index.close()
-            index.closed = True
         if index is None or index.closed:
             index = cls._live[path] = cls(path)
         return index
@@ -155,5 +154,5 @@ class IdIndex:
     def close(self) -> None:
         self._open.clear()  # the handles keep the database open
         if not self.closed:
+            self.closed = True  # even when closing fails: the instance is not used again
             self._db.close()
-            self.closed = True
