@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         offsets, ends = {topic: {"0": start}}, {topic: {"0": end}}
         return (
             spark.read.format("kafka")
-            .options(**spark_options(cfg.kafka))
+            .options(**spark_options(cfg.kafka, "features"))
             .option("subscribe", topic)
             .option("startingOffsets", json.dumps(offsets))
             .option("endingOffsets", json.dumps(ends))
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def send(cfg: Config, topic: str, events: Iterable[dict[str, Any]]) -> str:
     """The events to a new one-partition topic (batches are exact offset ranges)."""
-    ensure_topics(cfg.kafka.model_copy(update={"partitions": 1}), [topic])
+    ensure_topics(cfg.kafka.model_copy(update={"partitions": 1}), [topic], "admin")
     records = ((e["user_id"], json.dumps(e, separators=(",", ":")).encode()) for e in events)
     produce(cfg.kafka, topic, records, label=f"bench {topic}")
     return topic

@@ -122,7 +122,7 @@ class Offsets:
         from confluent_kafka import Consumer
 
         self.topic = topic
-        self.consumer = Consumer(client_config(cfg.kafka) | {"group.id": f"bench-{topic}"})
+        self.consumer = Consumer(client_config(cfg.kafka, "admin") | {"group.id": f"bench-{topic}"})
 
     def end(self) -> int:
         from confluent_kafka import TopicPartition
@@ -221,7 +221,7 @@ class ScoreWatcher:
 
         self.topic = cfg.kafka.topics.scores
         self.consumer = Consumer(
-            client_config(cfg.kafka)
+            client_config(cfg.kafka, "admin")
             | {"group.id": f"bench-scores-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "latest"}
         )
         self.arrivals: dict[str, float] = {}
@@ -263,7 +263,7 @@ def probe_rounds(
     more than a batch's length they sample every moment of the two jobs' batch cycles."""
     from confluent_kafka import Producer
 
-    producer = Producer(producer_config(cfg.kafka, **{"linger.ms": 0}))
+    producer = Producer(producer_config(cfg.kafka, "producer", **{"linger.ms": 0}))
     users = [f"probe-{i}" for i in range(probes)]
     gap_s = spread_s / probes
     latencies: list[float] = []
@@ -308,7 +308,7 @@ def probe_rounds(
 def delete_topics(cfg: Config, topics: list[str]) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(client_config(cfg.kafka))  # kept alive until every future resolves
+    admin = AdminClient(client_config(cfg.kafka, "admin"))  # kept alive until every future resolves
     for future in admin.delete_topics(topics).values():
         future.result(30)
 
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(overrides)  # the scorer's process inherits them
         cfg = load_config(args.config)
         topics = cfg.kafka.topics
-        ensure_topics(cfg.kafka, [topics.events, topics.dlq, topics.scores])
+        ensure_topics(cfg.kafka, [topics.events, topics.dlq, topics.scores], "admin")
         topics_made.extend([topics.events, topics.dlq, topics.scores])
         return overrides, cfg
 

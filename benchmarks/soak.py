@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(overrides)  # the jobs' processes inherit them
     cfg = load_config(args.config)
     topics = cfg.kafka.topics
-    ensure_topics(cfg.kafka, [topics.events, topics.dlq, topics.scores])
+    ensure_topics(cfg.kafka, [topics.events, topics.dlq, topics.scores], "admin")
     from features.registry import FEATURE_NAMES
 
     register_stand_in(cfg, list(FEATURE_NAMES))

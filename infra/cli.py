@@ -2,7 +2,8 @@
 
 A configuration or usage error prints one line naming the job and what is wrong, and exits
 with status 2, as argparse does for a bad option; a service that does not answer at start
-(:class:`Unreachable`) prints one line and exits with 1; ``--debug`` shows the traceback
+(:class:`Unreachable`), or refuses the job's credentials or a permission (:class:`Refused`),
+prints one line and exits with 1; ``--debug`` shows the traceback
 instead (docs/decisions.md, decision 50). Every other failure keeps Python's traceback and
 status 1.
 """
@@ -25,6 +26,10 @@ class UsageError(Exception):
 
 class Unreachable(Exception):
     """A service the job needs (the Kafka cluster, the tracking server) does not answer."""
+
+
+class Refused(Exception):
+    """A service refused the job: its credentials, or a permission its principal lacks."""
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +59,7 @@ def run(
             raise
         print(f"{prog}: {exc}", file=sys.stderr, flush=True)
         sys.exit(USAGE_ERROR)
-    except Unreachable as exc:
+    except (Unreachable, Refused) as exc:
         if "--debug" in args:
             raise
         print(f"{prog}: {exc}", file=sys.stderr, flush=True)

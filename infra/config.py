@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -42,6 +42,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+KafkaRole = Literal["admin", "producer", "features", "scorer", "reader"]
+"""Who a Kafka client acts for: each job connects as its own principal (docs/security.md)."""
+MlflowRole = Literal["admin", "trainer", "scorer"]
+"""Who an MLflow client acts for: training writes runs and models, the scorer reads them."""
+
+
+class EnvCredentials(_Model):
+    """A username and a password, each read from the environment variable named here."""
+
+    username_env: str
+    """Environment variable holding the username."""
+    password_env: str
+    """Environment variable holding the password (never the file, logs or MLflow)."""
+
+    def read(self, what: str) -> tuple[str, SecretStr]:
+        """(username, password) from the environment; ``what`` names the user in the error."""
+        user, password = os.environ.get(self.username_env), os.environ.get(self.password_env)
+        if not user or not password:
+            raise ConfigError(
+                f"{what} needs the environment variables {self.username_env} and "
+                f"{self.password_env} (a secured local stack writes them to "
+                ".local/stack/secrets.env: `set -a; . .local/stack/secrets.env; set +a`)"
+            )
+        return user, SecretStr(password)
+
+
 class KafkaSecurity(_Model):
     """Client security. Credentials come from the environment variables named here."""
 
@@ -50,11 +76,15 @@ class KafkaSecurity(_Model):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     """Required when the protocol is SASL_*."""
     sasl_username_env: str = "CHURN_KAFKA_SASL_USERNAME"
-    """Environment variable holding the SASL username (never the file)."""
+    """Environment variable holding the SASL username of a role not in `principals`."""
     sasl_password_env: str = "CHURN_KAFKA_SASL_PASSWORD"
-    """Environment variable holding the SASL password (never the file, logs or MLflow)."""
+    """Environment variable holding the SASL password of a role not in `principals`."""
+    principals: dict[KafkaRole, EnvCredentials] = {}
+    """Per-role credentials (admin, producer, features, scorer, reader), so that each job
+    connects as a principal with only the ACLs it needs; a role not listed uses
+    sasl_username_env / sasl_password_env."""
     ssl_ca_location: str | None = None
-    """CA certificate file for SSL, when the system's store does not hold it."""
+    """CA certificate file (PEM) for SSL, when the system's store does not hold it."""
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSecurity:
@@ -62,20 +92,14 @@ class KafkaSecurity(_Model):
             raise ValueError(f"protocol {self.protocol} needs sasl_mechanism")
         return self
 
-    def credentials(self) -> tuple[str, SecretStr] | None:
-        """(username, password) read from the environment, or None when SASL is off."""
+    def credentials(self, role: KafkaRole) -> tuple[str, SecretStr] | None:
+        """``role``'s (username, password) from the environment, or None when SASL is off."""
         if not self.protocol.startswith("SASL"):
             return None
-        user, password = (
-            os.environ.get(self.sasl_username_env),
-            os.environ.get(self.sasl_password_env),
+        source = self.principals.get(role) or EnvCredentials(
+            username_env=self.sasl_username_env, password_env=self.sasl_password_env
         )
-        if not user or not password:
-            raise ConfigError(
-                f"kafka.security: protocol {self.protocol} needs the environment variables "
-                f"{self.sasl_username_env} and {self.sasl_password_env}"
-            )
-        return user, SecretStr(password)
+        return source.read(f"kafka.security: protocol {self.protocol} (as {role})")
 
 
 class KafkaTopics(_Model):
@@ -222,6 +246,10 @@ class MlflowConfig(_Model):
     """Experiment of the training runs (created on first use)."""
     model_name: str = "churn-lightgbm"
     """Registered model name."""
+    credentials: dict[MlflowRole, EnvCredentials] = {}
+    """Per-role users of a server with authentication (`mlflow server --app-name basic-auth`):
+    a job sets MLFLOW_TRACKING_USERNAME / _PASSWORD from its role's variables (trainer: writes
+    the experiment and the model; scorer: reads them). Empty: the environment's own."""
 
 
 class TrainingLightGBM(_Model):
@@ -328,6 +356,11 @@ class LocalStackConfig(_Model):
     kafka_heap: str = "768m"
     """The broker JVM's -Xmx."""
     mlflow_port: int = Field(5000, ge=1024, le=65535)
+    secure: bool = False
+    """Start the stack secured (conf/secure.yaml, docs/security.md): Kafka's listeners SASL_SSL
+    (SCRAM-SHA-512) with a CA and certificate made on first start, ACLs per principal, and
+    MLflow with basic authentication; credentials made on first start into
+    <state_dir>/secrets.env."""
     start_timeout_s: float = Field(90, gt=0)
     """How long `make up` waits for each service to answer."""
 
@@ -361,6 +394,29 @@ class Config(_Model):
     mlflow: MlflowConfig = MlflowConfig()
     training: TrainingConfig = TrainingConfig()
     local_stack: LocalStackConfig = LocalStackConfig()
+
+    @model_validator(mode="after")
+    def _secure_stack_needs_secure_clients(self) -> Config:
+        sec = self.kafka.security
+        if self.local_stack.secure and (sec.protocol, sec.sasl_mechanism) != (
+            "SASL_SSL",
+            "SCRAM-SHA-512",
+        ):
+            raise ValueError(
+                "local_stack.secure starts Kafka with SASL_SSL and SCRAM-SHA-512 only: set "
+                "kafka.security.protocol and sasl_mechanism to match (conf/secure.yaml does)"
+            )
+        if self.local_stack.secure:
+            for key, listed, roles in (
+                ("kafka.security.principals", sec.principals, get_args(KafkaRole)),
+                ("mlflow.credentials", self.mlflow.credentials, get_args(MlflowRole)),
+            ):
+                if missing := [r for r in roles if r not in listed]:
+                    raise ValueError(
+                        f"local_stack.secure makes a user per role: {key} must name the "
+                        f"variables of {', '.join(missing)} (conf/secure.yaml does)"
+                    )
+        return self
 
     def resolve(self, path: str | Path) -> Path:
         """A relative local path is relative to the repository root, whatever the cwd."""
@@ -413,20 +469,41 @@ def _describe(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(env_or_path: str | Path = "local", environ: dict[str, str] | None = None) -> Config:
-    """Load ``conf/<env>.yaml`` (or a path to a YAML file) plus ``CHURN__`` overrides."""
+def _config_path(env_or_path: str | Path) -> Path:
     path = Path(env_or_path)
     if path.suffix not in {".yaml", ".yml"}:
         path = CONF_DIR / f"{env_or_path}.yaml"
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
+    return path
+
+
+def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One config file's mapping, on top of the file its ``extends:`` names (a conf/ name or
+    a path relative to the file), recursively."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    data = _merge(data, env_overrides(environ))
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: names one config (got {base!r})")
+    base_path = _config_path(path.parent / base if base.endswith((".yaml", ".yml")) else base)
+    seen = (*seen, path.resolve())
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: extends: {base} goes round in a circle")
+    return _merge(_read_file(base_path, seen), data)
+
+
+def load_config(env_or_path: str | Path = "local", environ: dict[str, str] | None = None) -> Config:
+    """Load ``conf/<env>.yaml`` (or a path to a YAML file; ``extends:`` layers it on another)
+    plus ``CHURN__`` overrides."""
+    path = _config_path(env_or_path)
+    data = _merge(_read_file(path), env_overrides(environ))
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -53,6 +53,8 @@ def _type(annotation: Any) -> str:
         return f"map {_type(args[0])} → {_type(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, Path):
         return "path"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "{" + ", ".join(f"`{name}`" for name in annotation.model_fields) + "}"
     return getattr(annotation, "__name__", str(annotation))
 
 

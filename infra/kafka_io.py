@@ -1,7 +1,9 @@
 """Kafka client settings from config, for confluent-kafka and for Spark's Kafka source/sink.
 
-Both client families get the same bootstrap servers and security settings; SASL
-credentials are read from the environment at the last moment and never logged.
+Both client families get the same bootstrap servers and security settings. Each client
+acts for a role (``KafkaRole``: producer, features, scorer, reader, admin), whose SASL
+credentials are read from the environment at the last moment and never logged; on a secured
+cluster each role is a principal with only the ACLs it needs (docs/security.md).
 """
 
 from __future__ import annotations
@@ -12,22 +14,28 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from infra.cli import Unreachable
-from infra.config import KafkaConfig
+from infra.cli import Refused, Unreachable
+from infra.config import REPO_ROOT, KafkaConfig, KafkaRole
 
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 
-def client_config(kafka: KafkaConfig) -> dict[str, Any]:
-    """librdkafka (confluent-kafka) settings: bootstrap servers plus security."""
+def ca_file(kafka: KafkaConfig) -> str | None:
+    """The CA file, a relative path taken from the repository root (as every local path)."""
+    ca = kafka.security.ssl_ca_location
+    return None if ca is None else str(REPO_ROOT / ca)  # an absolute path stays as it is
+
+
+def client_config(kafka: KafkaConfig, role: KafkaRole) -> dict[str, Any]:
+    """librdkafka (confluent-kafka) settings for ``role``: bootstrap servers plus security."""
     conf: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security.protocol,
     }
     if kafka.security.ssl_ca_location:
-        conf["ssl.ca.location"] = kafka.security.ssl_ca_location
-    creds = kafka.security.credentials()
+        conf["ssl.ca.location"] = ca_file(kafka)
+    creds = kafka.security.credentials(role)
     if creds is not None:
         conf["sasl.mechanism"] = kafka.security.sasl_mechanism
         conf["sasl.username"] = creds[0]
@@ -35,11 +43,11 @@ def client_config(kafka: KafkaConfig) -> dict[str, Any]:
     return conf
 
 
-def producer_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+def producer_config(kafka: KafkaConfig, role: KafkaRole, **overrides: Any) -> dict[str, Any]:
     """Throughput-oriented producer: lz4, batching, linger, idempotence (all from config)."""
     p = kafka.producer
     conf = {
-        **client_config(kafka),
+        **client_config(kafka, role),
         "compression.type": p.compression_type,
         "linger.ms": p.linger_ms,
         "batch.size": p.batch_size,
@@ -51,15 +59,17 @@ def producer_config(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
-def spark_options(kafka: KafkaConfig) -> dict[str, str]:
-    """Options for Spark's Kafka source and sink (``kafka.``-prefixed consumer settings)."""
+def spark_options(kafka: KafkaConfig, role: KafkaRole) -> dict[str, str]:
+    """Options for Spark's Kafka source and sink (``kafka.``-prefixed Java client settings)."""
     opts = {
         "kafka.bootstrap.servers": kafka.bootstrap_servers,
         "kafka.security.protocol": kafka.security.protocol,
     }
     if kafka.security.ssl_ca_location:
-        opts["kafka.ssl.truststore.location"] = kafka.security.ssl_ca_location
-    creds = kafka.security.credentials()
+        # The Java client reads a truststore as JKS unless told otherwise; the CA is PEM.
+        opts["kafka.ssl.truststore.type"] = "PEM"
+        opts["kafka.ssl.truststore.location"] = str(ca_file(kafka))
+    creds = kafka.security.credentials(role)
     if creds is not None:
         module = _PLAIN_MODULE if kafka.security.sasl_mechanism == "PLAIN" else _SCRAM_MODULE
         user, password = creds[0], creds[1].get_secret_value()
@@ -70,23 +80,35 @@ def spark_options(kafka: KafkaConfig) -> dict[str, str]:
     return opts
 
 
-def spark_sink_options(kafka: KafkaConfig) -> dict[str, str]:
+def spark_sink_options(kafka: KafkaConfig, role: KafkaRole) -> dict[str, str]:
     """``spark_options`` for Spark's Kafka sink: a write counts once every in-sync replica
     has it (acks=all; with min.insync.replicas 2 of 3, a lost broker loses nothing)."""
-    return {**spark_options(kafka), "kafka.acks": "all"}
+    return {**spark_options(kafka, role), "kafka.acks": "all"}
 
 
-def ensure_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 30) -> list[str]:
-    """Create the topics that do not exist yet; returns the names it created."""
-    from confluent_kafka import KafkaException
+def ensure_topics(
+    kafka: KafkaConfig, topics: list[str], role: KafkaRole, timeout_s: float = 30
+) -> list[str]:
+    """Create the topics that do not exist yet, as ``role``; returns the names it created.
+
+    On a secured cluster a job's principal may not create topics: the administrator does
+    (a secured local stack creates them at start), and a missing topic is :class:`Refused`.
+    """
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(client_config(kafka))
+    admin = AdminClient(client_config(kafka, role))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
+        err = exc.args[0]
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            raise Refused(
+                f"the Kafka cluster at {kafka.bootstrap_servers} refused {role}'s "
+                f"credentials ({err.str()})"
+            ) from exc
         raise Unreachable(
-            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0].str()}); "
+            f"no Kafka broker answers at {kafka.bootstrap_servers} ({err.str()}); "
             "is the stack up (`make up`, `make status`)?"
         ) from exc
     missing = [t for t in topics if t not in existing]
@@ -107,11 +129,17 @@ def ensure_topics(kafka: KafkaConfig, topics: list[str], timeout_s: float = 30) 
         ],
         request_timeout=timeout_s,
     )
-    for _topic, future in futures.items():
+    for topic, future in futures.items():
         try:
             future.result()
-        except Exception as exc:  # a concurrent creator is fine; anything else is not
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+        except KafkaException as exc:  # a concurrent creator is fine; anything else is not
+            code = exc.args[0].code()
+            if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise Refused(
+                    f"topic {topic} does not exist (or {role} may not see it) and {role} may "
+                    "not create it: on a secured cluster the administrator creates the topics"
+                ) from exc
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return missing
 
@@ -136,6 +164,7 @@ def produce(
     topic: str,
     records: Iterable[tuple[str | None, bytes]],
     *,
+    role: KafkaRole = "producer",
     rate: float | None = None,
     progress_every_s: float = 5.0,
     label: str = "produce",
@@ -148,7 +177,7 @@ def produce(
     """
     from confluent_kafka import Producer
 
-    producer = Producer(producer_config(kafka))
+    producer = Producer(producer_config(kafka, role))
     stats = ProduceStats()
 
     def on_delivery(err: Any, _msg: Any) -> None:

@@ -8,6 +8,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from infra.config import MlflowConfig, MlflowRole
+
 # MLflow retries a failed request 7 times with a doubling backoff: against a server that is
 # down, one alias lookup took 247 s. The scorer asks again at its next batch anyway and
 # keeps the model it has meanwhile, so it asks once and waits 10 s at most (decision 55).
@@ -55,3 +57,32 @@ def pointed_at(uri: str) -> Iterator[None]:
         yield
     finally:
         tracking_utils._tracking_uri, registry_utils._registry_uri = previous
+
+
+_USER_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextmanager
+def acting_as(mlflow_cfg: MlflowConfig, role: MlflowRole) -> Iterator[None]:
+    """MLflow requests in the block authenticate as ``role``'s user (``mlflow.credentials``),
+    read from the environment variables the config names; the previous values come back
+    afterwards. With no credentials configured for the role, the environment's own apply.
+
+    MLflow reads MLFLOW_TRACKING_USERNAME / _PASSWORD at every request, so this holds for
+    every client in the process, threads included: the demo runs its phases one at a time.
+    """
+    source = mlflow_cfg.credentials.get(role)
+    if source is None:
+        yield
+        return
+    user, password = source.read(f"mlflow.credentials.{role}")
+    previous = {name: os.environ.get(name) for name in _USER_VARS}
+    os.environ.update(zip(_USER_VARS, (user, password.get_secret_value()), strict=True))
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import client_config, ensure_topics, produce
+from infra.mlflow_io import acting_as
 from infra.spark import build_spark
 from store.tables import FeatureStore
 
@@ -70,7 +71,7 @@ def reset(cfg: Config) -> None:
     from confluent_kafka.admin import AdminClient
 
     topics = [cfg.kafka.topics.events, cfg.kafka.topics.dlq, cfg.kafka.topics.scores]
-    admin = AdminClient(client_config(cfg.kafka))
+    admin = AdminClient(client_config(cfg.kafka, "admin"))
     existing = set(admin.list_topics(timeout=30).topics)
     doomed = [t for t in topics if t in existing]
     for future in admin.delete_topics(doomed, operation_timeout=30).values() if doomed else []:
@@ -82,7 +83,7 @@ def reset(cfg: Config) -> None:
         local = cfg.resolve(path)
         if "://" not in str(path) and local.exists():
             shutil.rmtree(local)
-    ensure_topics(cfg.kafka, topics)
+    ensure_topics(cfg.kafka, topics, "admin")
     say(f"reset topics {', '.join(topics)}, {cfg.storage.warehouse} and {cfg.storage.checkpoints}")
 
 
@@ -131,8 +132,9 @@ def run_scorer(spark: SparkSession, cfg: Config) -> None:
     from jobs.stream_scores import start_score_stream
 
     say("scoring every user with the champion (one line per micro-batch)")
-    query = start_score_stream(spark, cfg, available_now=True, log=say)
-    query.awaitTermination()
+    with acting_as(cfg.mlflow, "scorer"):
+        query = start_score_stream(spark, cfg, available_now=True, log=say)
+        query.awaitTermination()
     if query.exception():
         raise SystemExit(f"demo: the scorer failed: {query.exception()}")
 
@@ -237,7 +239,8 @@ def main(argv: list[str] | None = None, *, stop_spark: bool = True) -> None:
     from training.pipeline import train
 
     say("training (point-in-time training set, LightGBM, baselines, MLflow, gate)")
-    result = train(spark, cfg)
+    with acting_as(cfg.mlflow, "trainer"):
+        result = train(spark, cfg)
     training = {**result.summary(), "experiment_id": result.experiment_id}
     t = lap("train", t)
     run_scorer(spark, cfg)

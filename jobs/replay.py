@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     mapping = mapping_from_args(args)
     sources = log_sources(args.source, args.preset)
     topic = args.topic or cfg.kafka.topics.events
-    ensure_topics(cfg.kafka, [topic])
+    ensure_topics(cfg.kafka, [topic], "producer")
     records_iter = replay(sources if len(sources) > 1 else sources[0], mapping)
 
     def records() -> Iterator[tuple[str | None, bytes]]:

@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
+from infra.mlflow_io import acting_as
 from infra.spark import build_spark
 from training.pipeline import current_table_version, daily_table, train
 from training.registry import last_trained_version, tracking
@@ -96,6 +97,11 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    with acting_as(cfg.mlflow, "trainer"):
+        return _main(args, cfg)
+
+
+def _main(args: argparse.Namespace, cfg: Config) -> int:
     cron = args.cron or cfg.training.schedule_cron
     trainer = Trainer(cfg)
     try:

@@ -16,8 +16,9 @@ import sys
 
 from features.registry import FEATURE_NAMES
 from infra.cli import add_config_arguments, run
-from infra.config import load_config
+from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_sink_options
+from infra.mlflow_io import acting_as
 from infra.spark import build_spark
 from jobs.stream_scores import model_cache, rules_from
 from scoring.model import NoModelError, SignatureMismatch, load_model
@@ -49,7 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    with acting_as(cfg.mlflow, "scorer"):
+        _main(args, cfg)
 
+
+def _main(args: argparse.Namespace, cfg: Config) -> None:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
@@ -66,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     warehouse = str(cfg.resolve(cfg.storage.warehouse))
     topic = cfg.kafka.topics.scores if args.kafka else None
     if topic:
-        ensure_topics(cfg.kafka, [topic])
-    sink = ScoreSink(args.output or scores_path(warehouse), topic, spark_sink_options(cfg.kafka))
+        ensure_topics(cfg.kafka, [topic], "scorer")
+    sink = ScoreSink(
+        args.output or scores_path(warehouse), topic, spark_sink_options(cfg.kafka, "scorer")
+    )
     try:
         result, _ = score_table(
             spark,

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config)
     sim = SimulationConfig(n_users=args.users, days=args.days, start=args.start, seed=args.seed)
     topic = args.topic or cfg.kafka.topics.events
-    ensure_topics(cfg.kafka, [topic])
+    ensure_topics(cfg.kafka, [topic], "producer")
     if args.ground_truth:
         args.ground_truth.parent.mkdir(parents=True, exist_ok=True)
         ground_truth(sim).to_csv(args.ground_truth, index=False)

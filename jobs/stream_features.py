@@ -86,7 +86,7 @@ def start_feature_stream(
     checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / sf.checkpoint_name)
     check_checkpoint(spark, store, checkpoint)
     topics = cfg.kafka.topics
-    ensure_topics(cfg.kafka, [topics.events, topics.dlq])
+    ensure_topics(cfg.kafka, [topics.events, topics.dlq], "features")
     rules = ingest_rules(cfg)
     the_app = app_id(checkpoint)
     # The hot state lives as long as the query: loaded from the tables now, kept in step by
@@ -96,7 +96,7 @@ def start_feature_stream(
         spark, store, the_app, rules.allowed_lateness_s, ids_dir=Path(checkpoint) / "event-ids"
     )
 
-    dlq_options = spark_sink_options(cfg.kafka)  # once, not per batch
+    dlq_options = spark_sink_options(cfg.kafka, "features")  # once, not per batch
 
     def to_dlq(rejects: DataFrame) -> None:
         # The original bytes, untouched, with the reason and source coordinates as headers.
@@ -141,7 +141,7 @@ def start_feature_stream(
 
     reader = (
         spark.readStream.format("kafka")
-        .options(**spark_options(cfg.kafka))
+        .options(**spark_options(cfg.kafka, "features"))
         .option("subscribe", topics.events)
         .option("startingOffsets", sf.starting_offsets)
         .option("failOnDataLoss", "true")

@@ -28,7 +28,7 @@ from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_sink_options
-from infra.mlflow_io import fail_fast
+from infra.mlflow_io import acting_as, fail_fast
 from infra.spark import build_spark
 from infra.streaming import (
     checkpoint_started,
@@ -124,9 +124,9 @@ def start_score_stream(
     features_path = f"{warehouse.rstrip('/')}/user_features"
     checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / sc.checkpoint_name)
     topic = cfg.kafka.topics.scores
-    sink = ScoreSink(scores_path(warehouse), topic, spark_sink_options(cfg.kafka))
+    sink = ScoreSink(scores_path(warehouse), topic, spark_sink_options(cfg.kafka, "scorer"))
     check_checkpoint(spark, sink, checkpoint)
-    ensure_topics(cfg.kafka, [topic])
+    ensure_topics(cfg.kafka, [topic], "scorer")
     cache = cache or model_cache(cfg, log)
     wait_for_features(spark, features_path, sc.wait_for_model_s, log)
     writer = app_id(checkpoint)
@@ -187,6 +187,11 @@ def start_score_stream(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    with acting_as(cfg.mlflow, "scorer"):
+        _main(args, cfg)
+
+
+def _main(args: argparse.Namespace, cfg: Config) -> None:
     fail_fast()  # an unreachable registry must not hold a batch for minutes (decision 55)
     # Its batches are small jobs and commits around pandas: C1 is enough (decision 49).
     spark = build_spark(cfg, app_name="stream-scores", light_jit=True)

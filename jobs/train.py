@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from infra.cli import add_config_arguments, run
-from infra.config import load_config
-from infra.mlflow_io import unreachable
+from infra.config import Config, load_config
+from infra.mlflow_io import acting_as, unreachable
 from infra.spark import build_spark
 from training.pipeline import current_table_version, daily_table, train
 from training.registry import last_trained_version, tracking
@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    with acting_as(cfg.mlflow, "trainer"):
+        return _main(args, cfg)
+
+
+def _main(args: argparse.Namespace, cfg: Config) -> int:
     # Before any work, so a server that is down fails the run at once, with nothing
     # logged or registered (decision 55).
     why = unreachable(cfg.mlflow.tracking_uri)

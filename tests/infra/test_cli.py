@@ -105,7 +105,7 @@ def test_a_broker_that_does_not_answer_is_one_line_and_status_1(capsys):
     kafka = load_config("local").kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
 
     def main(_argv: list[str] | None) -> int:
-        ensure_topics(kafka, ["t"], timeout_s=3)
+        ensure_topics(kafka, ["t"], "admin", timeout_s=3)
         return 0
 
     with pytest.raises(SystemExit) as exited:

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -70,21 +71,57 @@ def test_sasl_credentials_come_from_env_and_never_show():
     with pytest.raises(
         ConfigError, match="CHURN_KAFKA_SASL_USERNAME and CHURN_KAFKA_SASL_PASSWORD"
     ):
-        client_config(cfg.kafka)
+        client_config(cfg.kafka, "producer")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHURN_KAFKA_SASL_USERNAME", "svc")
         mp.setenv("CHURN_KAFKA_SASL_PASSWORD", "s3cr3t-value")
-        conf = producer_config(cfg.kafka)
+        conf = producer_config(cfg.kafka, "producer")
         assert (conf["sasl.username"], conf["sasl.password"]) == ("svc", "s3cr3t-value")
         assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
-        assert 'password="s3cr3t-value"' in spark_options(cfg.kafka)["kafka.sasl.jaas.config"]
+        jaas = spark_options(cfg.kafka, "features")["kafka.sasl.jaas.config"]
+        assert 'password="s3cr3t-value"' in jaas
         # The config itself, its repr and its loggable form never hold the secret.
         assert "s3cr3t-value" not in repr(cfg) + str(cfg.redacted())
-        assert "s3cr3t-value" not in repr(cfg.kafka.security.credentials())
+        assert "s3cr3t-value" not in repr(cfg.kafka.security.credentials("producer"))
+
+
+def test_each_role_connects_as_its_own_principal():
+    cfg = load_config("secure", environ={})
+    env = {
+        f"CHURN_{role.upper()}_{part}": f"{role}-{part.lower()}"
+        for role in ("admin", "producer", "features", "scorer", "reader")
+        for part in ("USERNAME", "PASSWORD")
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        for role in ("admin", "producer", "features", "scorer", "reader"):
+            conf = client_config(cfg.kafka, role)
+            assert (conf["sasl.username"], conf["sasl.password"]) == (
+                f"{role}-username",
+                f"{role}-password",
+            )
+        assert (
+            'username="scorer-username"'
+            in spark_options(cfg.kafka, "scorer")["kafka.sasl.jaas.config"]
+        )
+        mp.delenv("CHURN_READER_PASSWORD")
+        with pytest.raises(ConfigError, match=r"\(as reader\) needs .*CHURN_READER_PASSWORD"):
+            client_config(cfg.kafka, "reader")
+
+
+def test_the_java_client_reads_the_ca_as_pem():
+    """The Java client takes a truststore for JKS unless told its type: a PEM CA file then
+    fails every TLS handshake (Spark's Kafka source and sink are Java clients)."""
+    cfg = load_config("local", environ={"CHURN__KAFKA__SECURITY__SSL_CA_LOCATION": "/ca.pem"})
+    opts = spark_options(cfg.kafka, "features")
+    assert opts["kafka.ssl.truststore.type"] == "PEM"
+    assert opts["kafka.ssl.truststore.location"] == "/ca.pem"
+    assert client_config(cfg.kafka, "features")["ssl.ca.location"] == "/ca.pem"
 
 
 def test_producer_defaults_are_the_throughput_ones():
-    conf = producer_config(load_config("local", environ={}).kafka)
+    conf = producer_config(load_config("local", environ={}).kafka, "producer")
     assert {
         k: conf[k]
         for k in (
@@ -101,3 +138,43 @@ def test_producer_defaults_are_the_throughput_ones():
         "max.in.flight.requests.per.connection": 5,
         "enable.idempotence": True,
     }
+
+
+def test_a_config_extends_another(tmp_path):
+    secure = load_config("secure", environ={})
+    local = load_config("local", environ={})
+    assert secure.local_stack.secure and not local.local_stack.secure
+    assert secure.training == local.training  # everything it does not set comes from local
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\nenv: a\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="goes round in a circle"):
+        load_config(a, environ={})
+    b.write_text("extends: nowhere\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*nowhere\.yaml"):
+        load_config(a, environ={})
+
+
+def test_a_secure_stack_needs_clients_that_speak_its_protocol():
+    with pytest.raises(ConfigError, match=r"local_stack\.secure starts Kafka with SASL_SSL"):
+        load_config("secure", environ={"CHURN__KAFKA__SECURITY__PROTOCOL": "SSL"})
+
+
+def test_mlflow_requests_act_as_the_role_and_the_environment_comes_back(monkeypatch):
+    from infra.mlflow_io import acting_as
+
+    cfg = load_config("secure", environ={})
+    monkeypatch.setenv("CHURN_MLFLOW_SCORER_USERNAME", "churn-scorer")
+    monkeypatch.setenv("CHURN_MLFLOW_SCORER_PASSWORD", "pw")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with acting_as(cfg.mlflow, "scorer"):
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "churn-scorer"
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "someone"
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    with (
+        pytest.raises(ConfigError, match=r"mlflow\.credentials\.trainer needs"),
+        acting_as(cfg.mlflow, "trainer"),
+    ):
+        pass

@@ -68,4 +68,6 @@ def test_a_cluster_of_another_size_on_disk_is_refused_before_starting(tmp_path):
 
 
 def test_the_spark_sink_waits_for_every_in_sync_replica():
-    assert spark_sink_options(load_config("local", environ={}).kafka)["kafka.acks"] == "all"
+    assert (
+        spark_sink_options(load_config("local", environ={}).kafka, "scorer")["kafka.acks"] == "all"
+    )

@@ -70,8 +70,8 @@ def run_stream(spark, cfg: Config, lines: list[str] | None = None) -> None:
 
 
 def send(cfg: Config, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    ensure_topics(cfg.kafka, [cfg.kafka.topics.events])
-    producer = Producer(producer_config(cfg.kafka))
+    ensure_topics(cfg.kafka, [cfg.kafka.topics.events], "admin")
+    producer = Producer(producer_config(cfg.kafka, "producer"))
     failed = []
     for key, value in records:
         # One partition keeps offsets predictable for the assertions below.
@@ -122,7 +122,7 @@ def consume(cfg: Config, at_least: int, idle_s: float = 5.0) -> list[tuple[str, 
     """(key, JSON value) of the scores topic: at least ``at_least``, then until idle."""
     consumer = Consumer(
         {
-            **client_config(cfg.kafka),
+            **client_config(cfg.kafka, "admin"),
             "group.id": f"t-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -261,7 +261,7 @@ class Traffic:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        producer = Producer(producer_config(self.cfg.kafka))
+        producer = Producer(producer_config(self.cfg.kafka, "producer"))
         events = sorted(
             simulate(SimulationConfig(n_users=300, days=60, seed=17)),
             key=lambda e: e["event_time"],

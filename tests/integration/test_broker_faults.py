@@ -119,9 +119,9 @@ def run_with_a_broker_fault(stack, brokers, mlflow_stack, base_config, spark, tm
     )
     config = write_config(cfg, tmp_path / "faults.yaml")
     topics = cfg.kafka.topics
-    ensure_topics(cfg.kafka, [topics.events, topics.scores, topics.dlq])
+    ensure_topics(cfg.kafka, [topics.events, topics.scores, topics.dlq], "admin")
     # Quiet: it outlives the cluster until garbage-collected, and would log each reconnect.
-    admin = AdminClient({**client_config(cfg.kafka), "logger": quiet})
+    admin = AdminClient({**client_config(cfg.kafka, "admin"), "logger": quiet})
     # The cluster's defaults decide durability: 3 copies, 2 must have each write.
     for topic in (topics.events, topics.scores, topics.dlq):
         # A topic just created reaches every broker's metadata a moment later.

@@ -80,7 +80,7 @@ def test_kills_under_load_lose_and_double_nothing(
         }
     )
     config = write_config(cfg, tmp_path / "crash.yaml")
-    ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.scores])
+    ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.scores], "admin")
     champion(cfg)
 
     traffic = Traffic(cfg, rate=80)

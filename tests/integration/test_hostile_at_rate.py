@@ -100,7 +100,7 @@ def mix(seed: int = 23) -> tuple[list[tuple[bytes | None, bytes | None]], Counte
 
 
 def produce(cfg, records) -> None:
-    producer = Producer(producer_config(cfg.kafka, **{"message.max.bytes": BROKER_MAX}))
+    producer = Producer(producer_config(cfg.kafka, "producer", **{"message.max.bytes": BROKER_MAX}))
     failed: list = []
     for key, value in records:
         while True:
@@ -136,7 +136,7 @@ def memory(proc: psutil.Process) -> dict[str, int]:
 def dead_letters(cfg, at_least: int) -> int:
     consumer = Consumer(
         {
-            **client_config(cfg.kafka),
+            **client_config(cfg.kafka, "admin"),
             "group.id": f"dlq-{cfg.kafka.topics.dlq}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -165,7 +165,7 @@ def test_a_hostile_mix_at_rate_is_reconciled_by_reason(kafka_stack, base_config,
     records, expected = mix()
     hostile = sum(n for reason, n in expected.items() if reason)
     assert hostile / len(records) >= 0.2
-    ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.dlq])
+    ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.dlq], "admin")
 
     log = tmp_path / "stream_features.log"
     job = start("stream_features", config, log)

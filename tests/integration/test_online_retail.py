@@ -45,7 +45,7 @@ def test_online_retail_slice_streamed_equals_backfilled(
             "stream_features": cfg.stream_features.model_copy(update={"max_value_bytes": 65536})
         }
     )
-    ensure_topics(cfg.kafka, [cfg.kafka.topics.events])
+    ensure_topics(cfg.kafka, [cfg.kafka.topics.events], "admin")
     records = replay(day_files, ONLINE_RETAIL)
     stats = produce(
         cfg.kafka,

@@ -17,8 +17,8 @@ def test_events_flow_from_kafka_through_a_stream_into_delta(
     kafka_stack, base_config, spark, tmp_path
 ):
     topic = f"smoke-{uuid.uuid4().hex[:8]}"
-    ensure_topics(base_config.kafka, [topic])
-    producer = Producer(producer_config(base_config.kafka))
+    ensure_topics(base_config.kafka, [topic], "admin")
+    producer = Producer(producer_config(base_config.kafka, "producer"))
     sent = [(f"u{i % 3}", {"event_id": f"e{i}", "n": i}) for i in range(20)]
     for key, value in sent:
         producer.produce(topic, key=key.encode(), value=json.dumps(value).encode())
@@ -27,7 +27,7 @@ def test_events_flow_from_kafka_through_a_stream_into_delta(
     table = str(tmp_path / "events")
     query = (
         spark.readStream.format("kafka")
-        .options(**spark_options(base_config.kafka))
+        .options(**spark_options(base_config.kafka, "features"))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_kafka_cli_from_fetched_jars_lists_topics(kafka_stack, base_config):
-    created = ensure_topics(base_config.kafka, ["cli-visible-topic"])
+    created = ensure_topics(base_config.kafka, ["cli-visible-topic"], "admin")
     assert created in (["cli-visible-topic"], [])  # [] only when reusing a running stack
     out = subprocess.run(
         local_stack.kafka_java(
@@ -31,7 +31,7 @@ def test_kafka_cli_from_fetched_jars_lists_topics(kafka_stack, base_config):
         check=True,
     ).stdout.split()
     assert "cli-visible-topic" in out
-    assert ensure_topics(base_config.kafka, ["cli-visible-topic"]) == []
+    assert ensure_topics(base_config.kafka, ["cli-visible-topic"], "admin") == []
 
 
 def test_starting_twice_is_harmless(kafka_stack):

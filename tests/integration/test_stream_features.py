@@ -169,7 +169,7 @@ def test_dead_letter_topic_holds_raw_records_with_reason_headers(scenario):
     cfg, _, _ = scenario
     consumer = Consumer(
         {
-            **client_config(cfg.kafka),
+            **client_config(cfg.kafka, "admin"),
             "group.id": f"t-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -225,7 +225,7 @@ def round_2_records(spark, cfg):
     """Batch 1 is round 2: the records after round 1's offsets."""
     return (
         spark.read.format("kafka")
-        .options(**spark_options(cfg.kafka))
+        .options(**spark_options(cfg.kafka, "features"))
         .option("subscribe", cfg.kafka.topics.events)
         .option("startingOffsets", "earliest")
         .load()
