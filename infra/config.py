@@ -353,6 +353,9 @@ class LocalStackConfig(_Model):
     """The first broker's listener; broker N listens on kafka_port + N - 1."""
     kafka_controller_port: int = Field(19092, ge=1024, le=65535)
     """The first KRaft controller listener; node N's is kafka_controller_port + N - 1."""
+    kafka_internal_port: int = Field(29092, ge=1024, le=65535)
+    """A secured stack's first inter-broker listener (the nodes and the admin only); node N's
+    is kafka_internal_port + N - 1. Unused when the stack is not secured."""
     kafka_heap: str = "768m"
     """The broker JVM's -Xmx."""
     mlflow_port: int = Field(5000, ge=1024, le=65535)
@@ -370,13 +373,21 @@ class LocalStackConfig(_Model):
         ports = [
             *range(self.kafka_port, self.kafka_port + n),
             *range(self.kafka_controller_port, self.kafka_controller_port + n),
+            *(range(self.kafka_internal_port, self.kafka_internal_port + n) if self.secure else ()),
             self.mlflow_port,
         ]
         if len(set(ports)) != len(ports) or max(ports) > 65535:
             raise ValueError(
                 f"ports must differ: with {n} broker(s), kafka_port {self.kafka_port}.."
                 f"{self.kafka_port + n - 1}, kafka_controller_port {self.kafka_controller_port}.."
-                f"{self.kafka_controller_port + n - 1} and mlflow_port {self.mlflow_port} overlap"
+                f"{self.kafka_controller_port + n - 1}"
+                + (
+                    f", kafka_internal_port {self.kafka_internal_port}.."
+                    f"{self.kafka_internal_port + n - 1}"
+                    if self.secure
+                    else ""
+                )
+                + f" and mlflow_port {self.mlflow_port} overlap"
             )
         return self
 

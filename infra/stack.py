@@ -29,12 +29,24 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from infra import jars
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
+from infra.stack_security import (
+    Secured,
+    ensure_tls,
+    internal_admin_config,
+    kafka_acls,
+    kafka_security_properties,
+    mlflow_server_env,
+    private_file,
+    provision_kafka,
+    provision_mlflow,
+)
 
 KAFKA_DIR = Path(__file__).resolve().parents[1] / "jvm" / "kafka"
 KAFKA_TOOLS = {
@@ -56,6 +68,8 @@ class KafkaNode:
     service: str
     port: int
     controller_port: int
+    internal_port: int
+    """The inter-broker listener of a secured stack (unused otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +81,13 @@ class Stack:
     brokers: int
     kafka_port: int
     controller_port: int
+    internal_port: int
     kafka_heap: str
     mlflow_port: int
     timeout_s: float
     jars_dir: Path
+    secured: Secured | None = None
+    """Set when the stack runs secured (local_stack.secure, docs/security.md)."""
 
     @classmethod
     def from_config(cls, cfg: Config) -> Stack:
@@ -81,10 +98,12 @@ class Stack:
             brokers=s.brokers,
             kafka_port=s.kafka_port,
             controller_port=s.kafka_controller_port,
+            internal_port=s.kafka_internal_port,
             kafka_heap=s.kafka_heap,
             mlflow_port=s.mlflow_port,
             timeout_s=s.start_timeout_s,
             jars_dir=cfg.resolve(cfg.spark.jars_dir),
+            secured=Secured.from_config(cfg),
         )
 
     def kafka_nodes(self) -> list[KafkaNode]:
@@ -95,6 +114,7 @@ class Stack:
                 service="kafka" if self.brokers == 1 else f"kafka-{n}",
                 port=self.kafka_port + n - 1,
                 controller_port=self.controller_port + n - 1,
+                internal_port=self.internal_port + n - 1,
             )
             for n in range(1, self.brokers + 1)
         ]
@@ -103,6 +123,47 @@ class Stack:
     def bootstrap(self) -> str:
         """Every broker's address: a client that starts while one is down finds the others."""
         return ",".join(f"{self.host}:{node.port}" for node in self.kafka_nodes())
+
+    @property
+    def internal_bootstrap(self) -> str:
+        return ",".join(f"{self.host}:{node.internal_port}" for node in self.kafka_nodes())
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    def secrets(self) -> dict[str, str]:
+        """A secured stack's credentials (secrets.env, made on first use)."""
+        assert self.secured is not None
+        return self.secured.secrets(self.state_dir)
+
+    def kafka_client(self, role: str = "admin") -> dict[str, Any]:
+        """librdkafka settings for ``role`` on the client listener(s): SCRAM over TLS in a
+        secured stack, plaintext otherwise."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.secured is not None:
+            creds, values = self.secured.kafka_users[role], self.secrets()
+            conf |= {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": values[creds.username_env],
+                "sasl.password": values[creds.password_env],
+                "ssl.ca.location": str(ensure_tls(self.tls_dir).ca),
+            }
+        return conf
+
+    def kafka_probe(self, node: KafkaNode) -> dict[str, Any]:
+        """How readiness is probed on one node: its client listener, or, in a secured stack,
+        its inter-broker listener as the admin (that answers before any SCRAM user exists)."""
+        if self.secured is None:
+            return {"bootstrap.servers": f"{self.host}:{node.port}"}
+        admin, values = self.secured.kafka_users["admin"], self.secrets()
+        return internal_admin_config(
+            f"{self.host}:{node.internal_port}",
+            ensure_tls(self.tls_dir),
+            values[admin.username_env],
+            values[admin.password_env],
+        )
 
     @property
     def mlflow_uri(self) -> str:
@@ -249,6 +310,26 @@ def _clear_orphans(stack: Stack, service: str) -> str:
     return f"stopped orphans of an earlier {service} (pids {orphans}); " if orphans else ""
 
 
+def _mode(stack: Stack) -> str:
+    return "secure" if stack.secured is not None else "plaintext"
+
+
+def _mode_file(stack: Stack, service: str) -> Path:
+    return stack.path(service, "mode")
+
+
+def _same_mode(stack: Stack, service: str) -> None:
+    """A running service was started for the same kind of stack, secured or not: clients of
+    the other kind could not talk to it."""
+    mode = _mode_file(stack, service)
+    running = mode.read_text().strip() if mode.exists() else "plaintext"
+    if running != _mode(stack):
+        raise RuntimeError(
+            f"{service} runs {running} (started with another config) and this config wants "
+            f"it {_mode(stack)}: stop it first (`make down`)"
+        )
+
+
 # --- Kafka -----------------------------------------------------------------------------
 
 
@@ -276,17 +357,32 @@ def _server_properties(stack: Stack, node: KafkaNode) -> str:
     # waits for two of them: one broker can die without losing an acknowledged record.
     replicas, min_isr = min(3, n), max(1, min(2, n - 1))
     voters = ",".join(f"{v.node_id}@{stack.host}:{v.controller_port}" for v in stack.kafka_nodes())
-    h, p, c = stack.host, node.port, node.controller_port
+    h, p, c, i = stack.host, node.port, node.controller_port, node.internal_port
+    if stack.secured is None:
+        listeners = [
+            f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+            f"advertised.listeners=PLAINTEXT://{h}:{p}",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+    else:  # no plaintext port at all (docs/security.md)
+        admin, values = stack.secured.kafka_users["admin"], stack.secrets()
+        listeners = [
+            f"listeners=CLIENT://{h}:{p},BROKER://{h}:{i},CONTROLLER://{h}:{c}",
+            f"advertised.listeners=CLIENT://{h}:{p},BROKER://{h}:{i}",
+            "inter.broker.listener.name=BROKER",
+            "listener.security.protocol.map=CLIENT:SASL_SSL,BROKER:SASL_SSL,CONTROLLER:SASL_SSL",
+            *kafka_security_properties(
+                ensure_tls(stack.tls_dir), values[admin.username_env], values[admin.password_env]
+            ),
+        ]
     return "\n".join(
         [
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-            f"advertised.listeners=PLAINTEXT://{h}:{p}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *listeners,
             f"log.dirs={stack.path(node.service, 'data')}",
             "num.partitions=2",
             f"default.replication.factor={replicas}",
@@ -303,14 +399,13 @@ def _server_properties(stack: Stack, node: KafkaNode) -> str:
     )
 
 
-def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """A real metadata round trip to the broker, not just an open port."""
+def kafka_ready(client: dict[str, Any], timeout_s: float = 2.0) -> bool:
+    """A real metadata round trip to the broker (``client``: librdkafka settings), not just
+    an open port."""
     from confluent_kafka.admin import AdminClient
 
     try:
-        admin = AdminClient(
-            {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()}
-        )
+        admin = AdminClient({**client, "log_level": 0, "logger": _quiet_logger()})
         admin.list_topics(timeout=timeout_s)
         return True
     except Exception:
@@ -363,6 +458,7 @@ def start_kafka(stack: Stack) -> str:
     for node in stack.kafka_nodes():
         pid = running_pid(stack, node.service)
         if pid is not None:
+            _same_mode(stack, node.service)
             notes.append(f"{node.service} already running (pid {pid})")
             continue
         cleared = _clear_orphans(stack, node.service)
@@ -372,9 +468,15 @@ def start_kafka(stack: Stack) -> str:
                 "process this stack did not start; stop it or change "
                 "local_stack.kafka_port / kafka_controller_port"
             )
+        if stack.secured is not None and _port_open(stack.host, node.internal_port):
+            raise RuntimeError(
+                f"port {node.internal_port} on {stack.host} is in use by a process this stack "
+                "did not start; stop it or change local_stack.kafka_internal_port"
+            )
         props = stack.path(node.service, "server.properties")
-        props.parent.mkdir(parents=True, exist_ok=True)
-        props.write_text(_server_properties(stack, node))
+        # A secured node's file holds the admin's password: its owner's eyes only.
+        private_file(props, _server_properties(stack, node))
+        _mode_file(stack, node.service).write_text(_mode(stack))
         if not stack.path(node.service, "data").joinpath("meta.properties").exists():
             subprocess.run(
                 kafka_java(
@@ -387,14 +489,44 @@ def start_kafka(stack: Stack) -> str:
             )
         log = stack.path(node.service, "broker.log")
         cmd = kafka_java(stack, "kafka.Kafka", [str(props)], log4j="broker", heap=stack.kafka_heap)
+        # The authorizer's decisions (denials) go to their own file: the audit record.
+        cmd.insert(1, f"-Dchurn.authorizer.log={stack.path(node.service, 'authorizer.log')}")
         # Every node starts before any is awaited: a node answers once a quorum of
         # controllers is up.
         started.append((node, _spawn(stack, node.service, cmd, log), log, cleared))
     for node, pid, log, cleared in started:
-        probe = functools.partial(kafka_ready, f"{stack.host}:{node.port}")
+        probe = functools.partial(kafka_ready, stack.kafka_probe(node))
         _wait_ready(node.service, pid, probe, log, stack.timeout_s)
         notes.append(f"{cleared}{node.service} started (pid {pid})")
+    if stack.secured is not None:
+        notes.append(_provision_kafka(stack))
     return "; ".join(notes)
+
+
+def _provision_kafka(stack: Stack) -> str:
+    """A secured cluster's users, topics and ACLs (docs/security.md), then a login as the
+    admin on the client listener: the SCRAM credentials work."""
+    assert stack.secured is not None
+    s, values = stack.secured, stack.secrets()
+    admin = s.kafka_users["admin"]
+    users = {role: values[creds.username_env] for role, creds in s.kafka_users.items()}
+    changed = provision_kafka(
+        internal_admin_config(
+            stack.internal_bootstrap,
+            ensure_tls(stack.tls_dir),
+            values[admin.username_env],
+            values[admin.password_env],
+        ),
+        {values[c.username_env]: values[c.password_env] for c in s.kafka_users.values()},
+        kafka_acls(s.topics, users),
+        s.topics,
+        s.partitions,
+    )
+    deadline = time.monotonic() + stack.timeout_s
+    while not kafka_ready(stack.kafka_client("admin")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the admin's SCRAM login on the client listener never worked")
+    return "secured: " + ("; ".join(changed) or "users, topics and ACLs as they were")
 
 
 def stop_kafka(stack: Stack) -> list[int]:
@@ -423,6 +555,7 @@ def mlflow_ready(uri: str) -> bool:
 def start_mlflow(stack: Stack) -> str:
     pid = running_pid(stack, "mlflow")
     if pid is not None:
+        _same_mode(stack, "mlflow")
         return f"mlflow already running (pid {pid})"
     cleared = _clear_orphans(stack, "mlflow")
     if _port_open(stack.host, stack.mlflow_port):
@@ -451,9 +584,21 @@ def start_mlflow(stack: Stack) -> str:
     log = d / "server.log"
     # The server's GenAI job runner starts ~8 worker processes this pipeline never uses.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if stack.secured is not None:
+        values = stack.secured.secrets(stack.state_dir)
+        env |= mlflow_server_env(stack.state_dir, values, stack.secured.mlflow_users["admin"])
+        cmd += ["--app-name", "basic-auth"]
+    _mode_file(stack, "mlflow").write_text(_mode(stack))
     pid = _spawn(stack, "mlflow", cmd, log, env=env)
     _wait_ready("mlflow", pid, lambda: mlflow_ready(stack.mlflow_uri), log, stack.timeout_s)
-    return f"{cleared}mlflow started (pid {pid})"
+    note = ""
+    if stack.secured is not None:
+        s = stack.secured
+        changed = provision_mlflow(
+            stack.mlflow_uri, values, s.mlflow_users, s.experiment, s.model_name
+        )
+        note = f" with basic auth ({'; '.join(changed) or 'users and grants as they were'})"
+    return f"{cleared}mlflow started (pid {pid}){note}"
 
 
 # --- commands --------------------------------------------------------------------------
@@ -485,7 +630,7 @@ def status(stack: Stack) -> bool:
             (
                 node.service,
                 f"{stack.host}:{node.port}",
-                kafka_ready(f"{stack.host}:{node.port}"),
+                kafka_ready(stack.kafka_probe(node)),
                 stack.path(node.service, "broker.log"),
             )
             for node in stack.kafka_nodes()
