@@ -17,6 +17,11 @@ ifneq ($(BROKERS),)
 export CHURN__LOCAL_STACK__BROKERS := $(BROKERS)
 endif
 
+# A secured stack's credentials (CONFIG=secure, docs/security.md): `make up` writes them, and
+# the targets that run jobs load them into the environment, where the jobs read them.
+SECRETS := .local/stack/secrets.env
+WITH_SECRETS := if [ -f $(SECRETS) ]; then set -a; . ./$(SECRETS); set +a; fi;
+
 .PHONY: help setup jars up down status test test-fast lint demo notebook bench soak clean
 
 help:  ## list the targets
@@ -32,7 +37,7 @@ setup: $(VENV)/.installed  ## venv + project (editable, dev extras) + Kafka/Spar
 	@$(PY) -m infra.jars
 	@$(PY) -m infra.class_archive
 
-up: setup  ## start Kafka (KRaft; BROKERS=3: three replicated nodes) and MLflow on 127.0.0.1, wait until all answer
+up: setup  ## start Kafka (KRaft; BROKERS=3: three replicated nodes) and MLflow on 127.0.0.1, wait until all answer (CONFIG=secure: SASL_SSL, ACLs, MLflow basic auth)
 	@$(VENV)/bin/churn-stack --config $(CONFIG) up
 
 down:  ## stop the processes `make up` started
@@ -52,11 +57,11 @@ lint: setup  ## ruff (lint + format check, notebooks too) and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-demo: up  ## run the pipeline end to end on the local stack
-	$(PY) -m jobs.demo --config $(CONFIG)
+demo: up  ## run the pipeline end to end on the local stack (CONFIG=secure: secured, docs/security.md)
+	@$(WITH_SECRETS) $(PY) -m jobs.demo --config $(CONFIG)
 
 notebook: setup  ## JupyterLab in the venv on 127.0.0.1:8888 (NOTEBOOK_PORT), opened at notebooks/; run `make demo` first
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \
+	@$(WITH_SECRETS) CHURN_CONFIG=$(CONFIG) $(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(NOTEBOOK_ARGS)
 
 bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH_ARGS): ratios to references measured in the same run

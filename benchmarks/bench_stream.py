@@ -158,7 +158,7 @@ def consumer_perf(cfg: Config, topic: str, messages: int) -> float:
     stack = Stack.from_config(cfg)
     cmd = kafka_java(
         stack,
-        KAFKA_TOOLS["kafka-consumer-perf-test"],
+        KAFKA_TOOLS["kafka-consumer-perf-test"][0],
         [
             "--bootstrap-server",
             cfg.kafka.bootstrap_servers,

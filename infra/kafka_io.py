@@ -8,6 +8,7 @@ cluster each role is a principal with only the ACLs it needs (docs/security.md).
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable
@@ -97,18 +98,22 @@ def ensure_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(client_config(kafka, role))
+    errors: list[Any] = []  # what the client met on the way, served by poll() below
+    settings: dict[str, Any] = {"error_cb": errors.append, "logger": _quiet_logger()}
+    admin = AdminClient(client_config(kafka, role) | settings)
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        err = exc.args[0]
-        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        admin.poll(0.5)
+        refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if refused:  # librdkafka's words name the mechanism, never the password
             raise Refused(
-                f"the Kafka cluster at {kafka.bootstrap_servers} refused {role}'s "
-                f"credentials ({err.str()})"
+                f"the Kafka cluster at {kafka.bootstrap_servers} refused the {role} principal's "
+                f"credentials ({refused[0].str()})"
             ) from exc
+        seen = f"; {errors[0].str()}" if errors else ""
         raise Unreachable(
-            f"no Kafka broker answers at {kafka.bootstrap_servers} ({err.str()}); "
+            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0].str()}{seen}); "
             "is the stack up (`make up`, `make status`)?"
         ) from exc
     missing = [t for t in topics if t not in existing]
@@ -142,6 +147,15 @@ def ensure_topics(
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return missing
+
+
+def _quiet_logger() -> logging.Logger:
+    """librdkafka's own log lines off: ensure_topics says what went wrong in one line."""
+    logger = logging.getLogger("churn.kafka_io.quiet")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+    return logger
 
 
 @dataclass

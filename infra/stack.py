@@ -49,14 +49,24 @@ from infra.stack_security import (
 )
 
 KAFKA_DIR = Path(__file__).resolve().parents[1] / "jvm" / "kafka"
+# Each tool's main class, and the option that takes its client settings' file.
 KAFKA_TOOLS = {
-    "kafka-topics": "org.apache.kafka.tools.TopicCommand",
-    "kafka-console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
-    "kafka-console-producer": "org.apache.kafka.tools.ConsoleProducer",
-    "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-    "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
-    "kafka-consumer-perf-test": "org.apache.kafka.tools.ConsumerPerformance",
-    "kafka-producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
+    "kafka-topics": ("org.apache.kafka.tools.TopicCommand", "--command-config"),
+    "kafka-console-consumer": (
+        "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        "--consumer.config",
+    ),
+    "kafka-console-producer": ("org.apache.kafka.tools.ConsoleProducer", "--producer.config"),
+    "kafka-consumer-groups": (
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--command-config",
+    ),
+    "kafka-get-offsets": ("org.apache.kafka.tools.GetOffsetShell", "--command-config"),
+    "kafka-consumer-perf-test": (
+        "org.apache.kafka.tools.ConsumerPerformance",
+        "--consumer.config",
+    ),
+    "kafka-producer-perf-test": ("org.apache.kafka.tools.ProducerPerformance", "--producer.config"),
 }
 
 
@@ -663,10 +673,40 @@ def status(stack: Stack) -> bool:
     return all(ok for _, _, ok, _ in rows)
 
 
+def java_client_properties(stack: Stack, role: str = "admin") -> Path:
+    """A secured stack's client settings for Kafka's Java tools, as ``role`` (SCRAM over TLS,
+    the CA as a PEM truststore), in a file only its owner reads."""
+    conf = stack.kafka_client(role)
+    path = stack.path("kafka", f"{role}-client.properties")
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{conf["sasl.username"]}" password="{conf["sasl.password"]}";'
+    )
+    private_file(
+        path,
+        "\n".join(
+            [
+                "security.protocol=SASL_SSL",
+                "sasl.mechanism=SCRAM-SHA-512",
+                f"sasl.jaas.config={jaas}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={conf['ssl.ca.location']}",
+                "",
+            ]
+        ),
+    )
+    return path
+
+
 def run_kafka_tool(stack: Stack, tool: str, args: list[str]) -> int:
+    """One of Kafka's tools against the stack; in a secured stack it connects as the admin
+    (unless the arguments name a settings file of their own)."""
+    main_class, config_option = KAFKA_TOOLS[tool]
     if not any(a.startswith("--bootstrap-server") for a in args):
         args = ["--bootstrap-server", stack.bootstrap, *args]
-    return subprocess.run(kafka_java(stack, KAFKA_TOOLS[tool], args)).returncode
+    if stack.secured is not None and not any(a.startswith(config_option) for a in args):
+        args = [config_option, str(java_client_properties(stack)), *args]
+    return subprocess.run(kafka_java(stack, main_class, args)).returncode
 
 
 def main(argv: list[str] | None = None) -> None:

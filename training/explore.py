@@ -8,6 +8,8 @@ the rows are the ones the model saw, not today's data.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -16,10 +18,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 
 from features.registry import FEATURE_NAMES
 from infra.config import Config
+from infra.mlflow_io import acting_as
 from training.baselines import fit_logistic, fit_recency
 from training.dataset import daily_columns
 from training.model import predict
@@ -42,9 +46,17 @@ RUN_METRICS = (
 )
 
 
+@contextmanager
+def reading(cfg: Config) -> Iterator[MlflowClient]:
+    """MLflow at cfg's server, as the read-only user of a server with authentication (the
+    scorer's: a notebook looks, it never writes; docs/security.md)."""
+    with acting_as(cfg.mlflow, "scorer"), tracking(cfg.mlflow.tracking_uri) as client:
+        yield client
+
+
 def runs(cfg: Config, max_results: int = 100) -> pd.DataFrame:
     """The experiment's finished runs, oldest first: metrics, data version, gate decision."""
-    with tracking(cfg.mlflow.tracking_uri):
+    with reading(cfg):
         found = mlflow.search_runs(
             experiment_names=[cfg.mlflow.experiment],
             filter_string="attributes.status = 'FINISHED'",
@@ -98,7 +110,7 @@ def runs_figure(table: pd.DataFrame) -> Figure:
 
 def champion(cfg: Config) -> tuple[str, str, lgb.Booster]:
     """(version, run_id, booster) of the model behind the `champion` alias."""
-    with tracking(cfg.mlflow.tracking_uri) as client:
+    with reading(cfg) as client:
         found = champion_version(client, cfg.mlflow.model_name)
         if found is None:
             raise LookupError(
@@ -109,7 +121,7 @@ def champion(cfg: Config) -> tuple[str, str, lgb.Booster]:
 
 def run_lineage(cfg: Config, run_id: str) -> dict[str, Any]:
     """The run's lineage.json: table path and version, cutoffs per split, rows, label rates."""
-    with tracking(cfg.mlflow.tracking_uri):
+    with reading(cfg):
         return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/lineage.json"))
 
 

@@ -22,7 +22,7 @@ def test_kafka_cli_from_fetched_jars_lists_topics(kafka_stack, base_config):
     out = subprocess.run(
         local_stack.kafka_java(
             kafka_stack,
-            local_stack.KAFKA_TOOLS["kafka-topics"],
+            local_stack.KAFKA_TOOLS["kafka-topics"][0],
             ["--bootstrap-server", kafka_stack.bootstrap, "--list"],
         ),
         capture_output=True,
