@@ -22,7 +22,8 @@ from infra.spark import build_spark
 USE_RUNNING = os.environ.get("CHURN_TEST_STACK") == "running"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port that is free now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -35,7 +36,7 @@ def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     if USE_RUNNING:
         return cfg
     root = tmp_path_factory.mktemp("stack")
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     return cfg.model_copy(
         update={
             "local_stack": cfg.local_stack.model_copy(

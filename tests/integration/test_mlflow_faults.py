@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,11 @@ from infra import stack as local_stack
 from infra.config import REPO_ROOT, load_config
 from sources.simulator import SimulationConfig, simulate
 from store.tables import FeatureStore, Txn, append
+from tests.conftest import free_port
 from tests.integration.streaming import run_stream, send, stream_config
 from tests.scoring.models import register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_text(job: subprocess.Popen, log, text: str, timeout_s: float = 180) -> str:

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,6 +11,7 @@ import pytest
 from infra import stack as local_stack
 from infra.config import load_config
 from infra.kafka_io import ensure_topics
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +46,6 @@ def test_starting_twice_is_harmless(kafka_stack):
 def test_mlflow_health_endpoint_answers(mlflow_stack):
     with urllib.request.urlopen(f"{mlflow_stack.mlflow_uri}/health", timeout=5) as resp:
         assert (resp.status, resp.read().strip()) == (200, b"OK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(condition, timeout_s: float = 30) -> None:
