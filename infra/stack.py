@@ -566,7 +566,7 @@ def start_mlflow(stack: Stack) -> str:
     pid = running_pid(stack, "mlflow")
     if pid is not None:
         _same_mode(stack, "mlflow")
-        return f"mlflow already running (pid {pid})"
+        return f"mlflow already running (pid {pid}){_provision_mlflow(stack)}"
     cleared = _clear_orphans(stack, "mlflow")
     if _port_open(stack.host, stack.mlflow_port):
         raise RuntimeError(
@@ -601,14 +601,18 @@ def start_mlflow(stack: Stack) -> str:
     _mode_file(stack, "mlflow").write_text(_mode(stack))
     pid = _spawn(stack, "mlflow", cmd, log, env=env)
     _wait_ready("mlflow", pid, lambda: mlflow_ready(stack.mlflow_uri), log, stack.timeout_s)
-    note = ""
-    if stack.secured is not None:
-        s = stack.secured
-        changed = provision_mlflow(
-            stack.mlflow_uri, values, s.mlflow_users, s.experiment, s.model_name
-        )
-        note = f" with basic auth ({'; '.join(changed) or 'users and grants as they were'})"
-    return f"{cleared}mlflow started (pid {pid}){note}"
+    return f"{cleared}mlflow started (pid {pid}){_provision_mlflow(stack)}"
+
+
+def _provision_mlflow(stack: Stack) -> str:
+    """A secured server's users, passwords (from secrets.env) and grants; what changed."""
+    if stack.secured is None:
+        return ""
+    s = stack.secured
+    changed = provision_mlflow(
+        stack.mlflow_uri, stack.secrets(), s.mlflow_users, s.experiment, s.model_name
+    )
+    return f" with basic auth ({'; '.join(changed) or 'users and grants as they were'})"
 
 
 # --- commands --------------------------------------------------------------------------

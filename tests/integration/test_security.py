@@ -66,8 +66,13 @@ def secure(tmp_path_factory) -> Iterator[SecureStack]:
         "training": {"state_dir": str(root / "training")},
         "spark": {
             "shuffle_partitions": 2,
-            # Spark's event log holds every query plan: it is searched for secrets below.
-            "conf": {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(root / "events")},
+            # Spark's event log holds every query plan: it is searched for secrets below,
+            # uncompressed (Spark compresses it with zstd by default).
+            "conf": {
+                "spark.eventLog.enabled": "true",
+                "spark.eventLog.dir": str(root / "events"),
+                "spark.eventLog.compress": "false",
+            },
         },
         "local_stack": {
             "state_dir": str(state),
@@ -336,6 +341,9 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     logs = [p for p in logs if p.suffix == ".log"]
     assert artifacts and event_logs and logs
     assert any(p.match("_delta_log/*.json") for p in tables)
+    # The plans in the event log carry the Kafka options, the JAAS line redacted by Spark.
+    plans = b"".join(p.read_bytes() for p in event_logs)
+    assert b"kafka.sasl.jaas.config=*********(redacted)" in plans
     for group in (artifacts, event_logs, tables, logs):
         for path in group:
             texts[str(path)] = path.read_bytes()
