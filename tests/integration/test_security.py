@@ -283,6 +283,40 @@ def test_mlflow_refuses_anonymous_requests_and_the_scorer_cannot_register(secure
         MlflowClient(uri, uri).delete_model_version(name, version.version)
 
 
+def test_kafkas_tools_run_as_the_admin_over_sasl_ssl(secure, capfd):
+    assert local_stack.run_kafka_tool(secure.stack, "kafka-topics", ["--list"]) == 0
+    listed = set(capfd.readouterr().out.split())
+    topics = secure.cfg.kafka.topics
+    assert {topics.events, topics.dlq, topics.scores} <= listed
+
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_against_the_secure_demo(secure, demo, notebook, monkeypatch):
+    """Each notebook top to bottom in a real kernel, reading the secured demo's tables and
+    MLflow (as the read-only user); the executed copy is kept for the secret search."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("CHURN_CONFIG", str(secure.config_path))
+    out = secure.root / "notebooks"
+    out.mkdir(exist_ok=True)
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(out)}}
+    )
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, out / notebook.name)
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
+    assert not errors
+
+
 # --- no secret anywhere --------------------------------------------------------------------
 
 
@@ -298,7 +332,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     """Every generated password (and the MLflow server's key) is searched for in: the demo's
     stdout and stderr, a job's refusal, MLflow's params, tags and artifacts, Spark's event log
     (query plans included), the Delta tables' commit info and the checkpoints, the broker's
-    and MLflow's logs."""
+    and MLflow's logs, and the executed notebooks (when their tests ran first)."""
     passwords = secure.passwords
     assert len(passwords) == 5 + 3 + 1
     texts: dict[str, bytes] = {
@@ -336,6 +370,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     artifacts = list(_files(tmp_path))
     event_logs = list(_files(secure.root / "events"))
     tables = list(_files(secure.root / "warehouse", secure.root / "cp"))
+    notebooks = list(_files(secure.root / "notebooks"))
     # *.log: the services' logs, and the topics' segment files (the records themselves).
     logs = list(_files(*(secure.stack.state_dir / s for s in ("kafka", "mlflow"))))
     logs = [p for p in logs if p.suffix == ".log"]
@@ -344,7 +379,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     # The plans in the event log carry the Kafka options, the JAAS line redacted by Spark.
     plans = b"".join(p.read_bytes() for p in event_logs)
     assert b"kafka.sasl.jaas.config=*********(redacted)" in plans
-    for group in (artifacts, event_logs, tables, logs):
+    for group in (artifacts, event_logs, tables, logs, notebooks):
         for path in group:
             texts[str(path)] = path.read_bytes()
     found = [
@@ -356,7 +391,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     print(
         f"\nsearched {len(texts)} outputs ({len(artifacts)} artifacts, {len(event_logs)} event "
         f"logs, {len(tables)} table and checkpoint files, {len(logs)} service logs and topic "
-        f"segments) for "
+        f"segments, {len(notebooks)} executed notebooks) for "
         f"{len(passwords)} secrets: {len(found)} found"
     )
     assert not found
