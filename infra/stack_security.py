@@ -270,6 +270,12 @@ def provision_mlflow(
 
     def call(method: str, path: str, ok: tuple[int, ...] = (200,), **kw: object) -> Any:
         resp = requests.request(method, f"{uri}{path}", auth=auth, timeout=30, **kw)  # type: ignore[arg-type]
+        if resp.status_code == 401:
+            raise RuntimeError(
+                f"MLflow refused its admin {auth[0]}: the password in secrets.env is not the "
+                "one its user store holds (set at the store's first start); put that one "
+                "back, or `make clean` to start the stack's state anew"
+            )
         if resp.status_code not in ok:
             # Never the request: it may carry a password. The path and MLflow's answer only.
             raise RuntimeError(f"MLflow {method} {path}: {resp.status_code} {resp.text[:200]}")
