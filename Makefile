@@ -76,5 +76,5 @@ bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH
 soak: up  ## both streaming jobs for MINUTES (30) at half the sustained rate; lag and memory every 10 s, a plot and a verdict (docs/reliability.md)
 	$(PY) -m benchmarks.soak --minutes $(MINUTES) --out .local/bench/results.jsonl $(BENCH_ARGS)
 
-clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs); keeps venv and jars
-	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo
+clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs, credentials, scheduler state); keeps venv, jars and .local/bench
+	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo .local/training

@@ -4,7 +4,7 @@ Every aggregate column merges by one of add / min / max, so a micro-batch's part
 aggregates can be appended beside the stored ones and a late event is just one more partial
 count. The *_ADD/_MIN/_MAX_COLUMNS lists drive that algebra everywhere it runs: here as
 DataFrame code (collapse_daily reads the stored partials as one row per user and day; the
-merge_* functions are used by tests and backfills) and in the stream's in-memory state
+merge_* functions state the algebra, and the tests check it with them) and in the stream's in-memory state
 (store/state.py).
 """
 

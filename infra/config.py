@@ -6,8 +6,13 @@
 - Secrets (SASL passwords) never live in the file: the file names the environment variable
   that holds them, and the value is a ``SecretStr`` that prints as ``**********``.
 - A bad value fails at start-up with :class:`ConfigError`, which names every wrong key.
+- ``extends: <name>`` layers a file on another (conf/secure.yaml on conf/local.yaml).
+- Storage paths go through :meth:`Config.location`: a URI (s3a://, abfss://, hdfs://,
+  file://) as given, a local path resolved against the repository.
 
-Only jobs read config; library code receives plain values.
+Jobs load the config; the job-level modules they call (training's pipeline and tracking,
+the stack) take the ``Config`` too; library code (features/, store/, scoring/) receives
+plain values.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from pydantic import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 ENV_PREFIX = "CHURN__"
+
+
+def is_uri(path: str | Path) -> bool:
+    """``scheme://...``: storage Spark reaches through a Hadoop file system, not a local path."""
+    return "://" in str(path)
 
 
 class ConfigError(ValueError):
@@ -197,6 +207,11 @@ class FeatureStreamConfig(_Model):
     """Where a new checkpoint starts reading."""
     checkpoint_name: str = "stream_features"
     """The query's checkpoint directory under storage.checkpoints."""
+    id_index_dir: Path | None = None
+    """A local folder for the duplicate rule's index of event ids (RocksDB, decision 59).
+    null: `event-ids/` inside the checkpoint, which must then be on local disk (a path or
+    file://); a checkpoint on object storage needs a folder here (the index is rebuilt from
+    the tables when missing)."""
     dlq_to_kafka: bool = True
     """Rejected records also go to kafka.topics.dlq (the quarantine table always)."""
 
@@ -429,10 +444,43 @@ class Config(_Model):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _remote_checkpoints_need_a_local_id_index(self) -> Config:
+        remote = self.local_dir(self.storage.checkpoints) is None
+        if remote and self.stream_features.id_index_dir is None:
+            raise ValueError(
+                f"storage.checkpoints is {self.storage.checkpoints}: the feature stream's id "
+                "index (RocksDB) needs local disk, so set stream_features.id_index_dir"
+            )
+        return self
+
     def resolve(self, path: str | Path) -> Path:
-        """A relative local path is relative to the repository root, whatever the cwd."""
+        """A relative local path is relative to the repository root, whatever the cwd. For
+        local files only (state dirs, jars): storage goes through ``location``."""
         p = Path(path)
         return p if p.is_absolute() else REPO_ROOT / p
+
+    def location(self, path: str, *parts: str) -> str:
+        """A storage location: a URI (``s3a://``, ``abfss://``, ``hdfs://``, ``file://``) as
+        given, a local path resolved like ``resolve``; ``parts`` joined with ``/``. (A
+        ``Path`` would fold ``s3a://bucket`` into ``s3a:/bucket``.)"""
+        base = path.rstrip("/") if is_uri(path) else str(self.resolve(path))
+        return "/".join([base, *parts])
+
+    def local_dir(self, path: str) -> Path | None:
+        """The local folder behind a storage path (a ``file://`` URI's too); None for a
+        remote one."""
+        if path.startswith("file://"):
+            return Path(path.removeprefix("file://"))
+        return None if is_uri(path) else self.resolve(path)
+
+    def warehouse_location(self) -> str:
+        """storage.warehouse, ready for Spark and Delta."""
+        return self.location(self.storage.warehouse)
+
+    def checkpoint_location(self, name: str) -> str:
+        """One query's checkpoint under storage.checkpoints."""
+        return self.location(self.storage.checkpoints, name)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data, safe to log or record as MLflow params (no secrets)."""

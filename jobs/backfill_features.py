@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UsageError(f"--batch-records must be at least 1, not {args.batch_records}")
     mapping = mapping_from_args(args) if args.log else None
     spark = build_spark(cfg, app_name="backfill-features")
-    source_store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
+    source_store = FeatureStore(cfg.warehouse_location())
     target = FeatureStore(args.warehouse or source_store.warehouse)
     t0 = time.monotonic()
     if mapping is not None:

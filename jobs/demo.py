@@ -80,8 +80,8 @@ def reset(cfg: Config) -> None:
     while set(admin.list_topics(timeout=30).topics) & set(doomed) and time.monotonic() < deadline:
         time.sleep(0.5)
     for path in (cfg.storage.warehouse, cfg.storage.checkpoints):
-        local = cfg.resolve(path)
-        if "://" not in str(path) and local.exists():
+        local = cfg.local_dir(path)  # object storage is left to its owner
+        if local is not None and local.exists():
             shutil.rmtree(local)
     ensure_topics(cfg.kafka, topics, "admin")
     say(f"reset topics {', '.join(topics)}, {cfg.storage.warehouse} and {cfg.storage.checkpoints}")
@@ -146,7 +146,7 @@ def summarize(
     training: dict[str, Any],
     seconds: dict[str, float],
 ) -> dict[str, Any]:
-    store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
+    store = FeatureStore(cfg.warehouse_location())
     batches = (
         store.read(spark, "feature_batches")
         .agg(

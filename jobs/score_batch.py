@@ -68,7 +68,7 @@ def _main(args: argparse.Namespace, cfg: Config) -> None:
     except (NoModelError, SignatureMismatch) as exc:
         raise SystemExit(f"score_batch: {exc}") from None
     spark = build_spark(cfg, app_name="score-batch")
-    warehouse = str(cfg.resolve(cfg.storage.warehouse))
+    warehouse = cfg.warehouse_location()
     topic = cfg.kafka.topics.scores if args.kafka else None
     if topic:
         ensure_topics(cfg.kafka, [topic], "scorer")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -82,8 +81,8 @@ def start_feature_stream(
 ) -> StreamingQuery:
     """Wire Kafka -> process_batch -> Delta (+ DLQ topic) and start the query."""
     sf = cfg.stream_features
-    store = FeatureStore(str(cfg.resolve(cfg.storage.warehouse)))
-    checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / sf.checkpoint_name)
+    store = FeatureStore(cfg.warehouse_location())
+    checkpoint = cfg.checkpoint_location(sf.checkpoint_name)
     check_checkpoint(spark, store, checkpoint)
     topics = cfg.kafka.topics
     ensure_topics(cfg.kafka, [topics.events, topics.dlq], "features")
@@ -91,10 +90,14 @@ def start_feature_stream(
     the_app = app_id(checkpoint)
     # The hot state lives as long as the query: loaded from the tables now, kept in step by
     # every batch (a query started again loads it again). Its id index lives and dies with
-    # the checkpoint (decision 59).
-    state = StreamState.load(
-        spark, store, the_app, rules.allowed_lateness_s, ids_dir=Path(checkpoint) / "event-ids"
-    )
+    # a local checkpoint (decision 59), or in stream_features.id_index_dir.
+    if sf.id_index_dir is not None:
+        ids_dir = cfg.resolve(sf.id_index_dir)
+    else:  # the config refuses a remote checkpoint without an id_index_dir
+        local = cfg.local_dir(checkpoint)
+        assert local is not None
+        ids_dir = local / "event-ids"
+    state = StreamState.load(spark, store, the_app, rules.allowed_lateness_s, ids_dir=ids_dir)
 
     dlq_options = spark_sink_options(cfg.kafka, "features")  # once, not per batch
 

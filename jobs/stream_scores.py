@@ -120,9 +120,9 @@ def start_score_stream(
 ) -> StreamingQuery:
     """Wait for features and a model, then start user_features CDF -> score -> Kafka + Delta."""
     sc = cfg.scoring
-    warehouse = str(cfg.resolve(cfg.storage.warehouse))
-    features_path = f"{warehouse.rstrip('/')}/user_features"
-    checkpoint = str(cfg.resolve(cfg.storage.checkpoints) / sc.checkpoint_name)
+    warehouse = cfg.warehouse_location()
+    features_path = f"{warehouse}/user_features"
+    checkpoint = cfg.checkpoint_location(sc.checkpoint_name)
     topic = cfg.kafka.topics.scores
     sink = ScoreSink(scores_path(warehouse), topic, spark_sink_options(cfg.kafka, "scorer"))
     check_checkpoint(spark, sink, checkpoint)

@@ -1,7 +1,7 @@
 """Replay a real event / transaction log (CSV or Parquet) as contract-v1 events.
 
-Event time is preserved, so a 2010 log replays exactly like live traffic (ARCHITECTURE.md,
-decision 1). Rows the stream job will reject (no user, bad time, negative amount...) are
+Event time is preserved, so a 2010 log replays exactly like live traffic (docs/decisions.md,
+P1). Rows the stream job will reject (no user, bad time, negative amount...) are
 still yielded, never dropped here: the dead-letter path is where they are accounted for, and
 `ReplayStats` says how many to expect there.
 """

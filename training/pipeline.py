@@ -32,8 +32,7 @@ from training.tracking import log_run
 
 def warehouse(cfg: Config) -> str:
     """storage.warehouse: URIs (s3a://, hdfs://) as given, local paths resolved."""
-    w = cfg.storage.warehouse
-    return w if "://" in w else str(cfg.resolve(w))
+    return cfg.warehouse_location()
 
 
 def data_range(daily: DataFrame) -> tuple[date, date]:

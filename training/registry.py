@@ -1,7 +1,7 @@
 """MLflow side of a training run: params from the config, the champion, aliases and tags.
 
 Stages are deprecated in MLflow; the registry uses aliases: each run's version gets
-`challenger`, and `champion` moves only when the gate says so (ARCHITECTURE.md, decision 6).
+`challenger`, and `champion` moves only when the gate says so (docs/decisions.md, P6).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The spine and the labels: who is scored at which cutoff, and whether they churned after it.
 
-Day-granular reading of ARCHITECTURE.md decision 5 (docs/training.md draws the timeline).
+Day-granular reading of principle P5 (docs/decisions.md) (docs/training.md draws the timeline).
 A cutoff C is a date: the moment 00:00 UTC that starts day C.
 
 - eligible at C: at least one active day in [C - lookback, C);

@@ -178,3 +178,58 @@ def test_mlflow_requests_act_as_the_role_and_the_environment_comes_back(monkeypa
         acting_as(cfg.mlflow, "trainer"),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "s3a://bucket/churn",
+        "s3a://bucket/churn/",
+        "abfss://lake@account.dfs.core.windows.net/churn",
+        "hdfs://namenode:8020/churn",
+        "file:///data/churn",
+    ],
+)
+def test_a_remote_location_passes_through_untouched(given):
+    cfg = load_config("local", environ={"CHURN__STORAGE__WAREHOUSE": given})
+    assert cfg.warehouse_location() == given.rstrip("/")
+    assert cfg.location(given, "user_features") == f"{given.rstrip('/')}/user_features"
+
+
+def test_a_local_location_resolves_against_the_repository(tmp_path):
+    cfg = load_config("local", environ={})
+    root = str(Path(__file__).resolve().parents[2])
+    assert cfg.warehouse_location() == f"{root}/.local/warehouse"
+    assert cfg.checkpoint_location("q") == f"{root}/.local/checkpoints/q"
+    assert cfg.location(str(tmp_path), "a", "b") == f"{tmp_path}/a/b"
+    assert cfg.local_dir(f"file://{tmp_path}") == tmp_path
+    assert cfg.local_dir("s3a://bucket/cp") is None
+
+
+def test_remote_checkpoints_need_a_local_folder_for_the_id_index():
+    remote = {"CHURN__STORAGE__CHECKPOINTS": "s3a://bucket/checkpoints"}
+    with pytest.raises(ConfigError, match=r"set stream_features\.id_index_dir"):
+        load_config("local", environ=remote)
+    cfg = load_config("local", environ={**remote, "CHURN__STREAM_FEATURES__ID_INDEX_DIR": "/x"})
+    assert cfg.checkpoint_location("stream_features") == "s3a://bucket/checkpoints/stream_features"
+    load_config("local", environ={"CHURN__STORAGE__CHECKPOINTS": "file:///tmp/cp"})  # local
+
+
+def test_no_job_builds_a_storage_path_as_a_local_path():
+    """Storage paths go through Config.location (a URI as given); ``resolve`` (a local
+    Path) would turn s3a://bucket into <repo>/s3a:/bucket."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("jobs", "training", "scoring", "store", "features", "infra"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "resolve"
+                    and any("storage" in ast.unparse(arg) for arg in node.args)
+                ):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders

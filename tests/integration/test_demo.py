@@ -55,6 +55,14 @@ def demo_run(kafka_stack, mlflow_stack, base_config, tmp_path_factory) -> DemoRu
                 update={"experiment": f"exp-{tag}", "model_name": f"model-{tag}"}
             ),
             "training": cfg.training.model_copy(update={"state_dir": tmp_path / "training"}),
+            # file:// URIs: every job takes a URI as given (decision 61), and the demo's reset
+            # still finds the local folders behind them.
+            "storage": cfg.storage.model_copy(
+                update={
+                    "warehouse": f"file://{tmp_path / 'warehouse'}",
+                    "checkpoints": f"file://{tmp_path / 'checkpoints'}",
+                }
+            ),
         }
     )
     config_path = tmp_path / "demo.yaml"

@@ -379,7 +379,12 @@ def test_killed_scorer_restarts_from_its_checkpoint_without_duplicates(
     cfg = base.model_copy(
         update={
             "storage": base.storage.model_copy(
-                update={"warehouse": str(warehouse), "checkpoints": str(tmp_path / "checkpoints")}
+                # file:// URIs: the job and the batch job take them as given (a URI is not a
+                # local path to resolve; decision 61).
+                update={
+                    "warehouse": f"file://{warehouse}",
+                    "checkpoints": f"file://{tmp_path / 'checkpoints'}",
+                }
             ),
             "kafka": base.kafka.model_copy(
                 update={
