@@ -440,7 +440,16 @@ def _cluster_id(stack: Stack) -> str:
             for line in meta.read_text().splitlines():
                 if line.startswith("cluster.id="):
                     return line.split("=", 1)[1].strip()
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    return new_cluster_id()
+
+
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka's own Uuid.randomUuid makes one: URL-safe base64 of 16
+    random bytes, never starting with '-', which the format tool would read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _check_layout(stack: Stack) -> None:
@@ -488,15 +497,20 @@ def start_kafka(stack: Stack) -> str:
         private_file(props, _server_properties(stack, node))
         _mode_file(stack, node.service).write_text(_mode(stack))
         if not stack.path(node.service, "data").joinpath("meta.properties").exists():
-            subprocess.run(
+            fmt = subprocess.run(
                 kafka_java(
                     stack,
                     "kafka.tools.StorageTool",
                     ["format", "-t", _cluster_id(stack), "-c", str(props)],
                 ),
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if fmt.returncode != 0:
+                raise RuntimeError(
+                    f"formatting {node.service}'s storage failed (exit {fmt.returncode}): "
+                    f"{(fmt.stderr or fmt.stdout).strip()[-2000:]}"
+                )
         log = stack.path(node.service, "broker.log")
         cmd = kafka_java(stack, "kafka.Kafka", [str(props)], log4j="broker", heap=stack.kafka_heap)
         # The authorizer's decisions (denials) go to their own file: the audit record.
