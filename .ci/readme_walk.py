@@ -11,7 +11,8 @@ longer shows: the README cannot promise what nobody ran.
 Commands run in the repository root through bash. Most must exit 0. Commands that serve
 until stopped (the README says "(Ctrl-C stops)", and `make notebook`) must still be
 running after a while (or answer on their port), then get the signal a terminal would
-send and must stop cleanly. `make test` itself is not repeated here: CI runs it next.
+send and must stop cleanly. `make test` itself is not repeated here: CI runs it next;
+`make test-fast` only collects its tests, which that suite runs.
 
 The spark-submit commands need "an existing Spark cluster": the walk starts a standalone
 one (a master and one worker from pyspark's own jars, on 127.0.0.1) and points
@@ -123,7 +124,11 @@ PLAN: list[Step] = [
     Step(".venv/bin/churn-stack --help"),
     Step("make notebook", how="notebook", env={"BROWSER": "true"}),
     Step('CHURN_TEST_STACK=running make test PYTEST_ARGS="tests/integration/test_smoke.py"'),
-    Step("make test-fast"),
+    Step(
+        "make test-fast",
+        env={"PYTEST_ADDOPTS": "--collect-only -q"},
+        note="collected, not run: these tests run within the whole suite right after this walk",
+    ),
     Step("make lint"),
     Step("make clean", check=_ports_closed(9092, 5000), note="then the pipeline step by step"),
     Step("make up"),
