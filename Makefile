@@ -22,10 +22,10 @@ endif
 SECRETS := .local/stack/secrets.env
 WITH_SECRETS := if [ -f $(SECRETS) ]; then set -a; . ./$(SECRETS); set +a; fi;
 
-.PHONY: help setup jars up down status test test-fast lint demo notebook bench soak clean
+.PHONY: help setup jars up down status test test-fast lint k8s demo notebook bench soak clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ test: setup  ## run the whole test suite (starts its own broker and MLflow serve
 test-fast: setup  ## unit tests only (no broker, no MLflow server, no slow tests)
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
+k8s: setup  ## render deploy/k8s (base and overlays) with kustomize and validate every resource against Kubernetes' and the operators' schemas
+	$(PY) -m infra.k8s
+
 lint: setup  ## ruff (lint + format check, notebooks too) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -76,5 +79,5 @@ bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH
 soak: up  ## both streaming jobs for MINUTES (30) at half the sustained rate; lag and memory every 10 s, a plot and a verdict (docs/reliability.md)
 	$(PY) -m benchmarks.soak --minutes $(MINUTES) --out .local/bench/results.jsonl $(BENCH_ARGS)
 
-clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs, credentials, scheduler state); keeps venv, jars and .local/bench
+clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs, credentials, scheduler state); keeps venv, jars, tools and .local/bench
 	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo .local/training

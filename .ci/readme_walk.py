@@ -60,7 +60,7 @@ def readme_commands(text: str) -> list[str]:
     for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
         joined = re.sub(r"\\\n\s*", "", block)
         out += [c for c in (_strip_comment(line) for line in joined.splitlines()) if c]
-    out += re.findall(r"^\| `(make [a-z-]+)` \|", text, flags=re.M)
+    out += re.findall(r"^\| `(make [a-z0-9-]+)` \|", text, flags=re.M)
     return list(dict.fromkeys(out))
 
 
@@ -130,6 +130,7 @@ PLAN: list[Step] = [
         note="collected, not run: these tests run within the whole suite right after this walk",
     ),
     Step("make lint"),
+    Step("make k8s"),
     Step("make clean", check=_ports_closed(9092, 5000), note="then the pipeline step by step"),
     Step("make up"),
     Step(".venv/bin/python -m jobs.simulate --users 2000 --days 120"),

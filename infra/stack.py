@@ -34,9 +34,10 @@ from typing import Any
 import psutil
 
 from infra import jars
-from infra.cli import add_config_arguments, run
-from infra.config import Config, load_config
+from infra.cli import Refused, add_config_arguments, run
+from infra.config import Config, ConfigError, load_config
 from infra.stack_security import (
+    MLFLOW_GRANTS,
     Secured,
     ensure_tls,
     internal_admin_config,
@@ -629,6 +630,34 @@ def _provision_mlflow(stack: Stack) -> str:
     return f" with basic auth ({'; '.join(changed) or 'users and grants as they were'})"
 
 
+def _provision_remote_mlflow(cfg: Config) -> int:
+    users = {str(role): creds for role, creds in cfg.mlflow.credentials.items()}
+    wanted = ("admin", *MLFLOW_GRANTS)
+    missing = [role for role in wanted if role not in users]
+    if missing:
+        raise ConfigError(
+            f"mlflow.credentials: no {', '.join(missing)}; provision-mlflow needs "
+            f"{', '.join(wanted)} (conf/secure.yaml shows them)"
+        )
+    unset = sorted(
+        env
+        for creds in users.values()
+        for env in (creds.username_env, creds.password_env)
+        if not os.environ.get(env)
+    )
+    if unset:
+        raise ConfigError(
+            f"mlflow.credentials names environment variables that are not set: {', '.join(unset)}"
+        )
+    m = cfg.mlflow
+    try:
+        changed = provision_mlflow(m.tracking_uri, os.environ, users, m.experiment, m.model_name)
+    except (RuntimeError, OSError) as exc:
+        raise Refused(f"provision-mlflow on {m.tracking_uri}: {exc}") from None
+    print(f"{m.tracking_uri}: {'; '.join(changed) or 'users and grants as they were'}")
+    return 0
+
+
 # --- commands --------------------------------------------------------------------------
 
 
@@ -748,10 +777,19 @@ def _main(argv: list[str] | None) -> int:
     )
     sub.add_parser("down", help="stop the processes `up` started")
     sub.add_parser("status", help="show what answers, where it listens and logs; exit 1 if not up")
+    sub.add_parser(
+        "provision-mlflow",
+        help="as MLflow's admin, make the pipeline's users (passwords from the env vars "
+        "mlflow.credentials names), experiment and model, and grant each user its permission, "
+        "on mlflow.tracking_uri: for a server this stack did not start (docs/deploy.md)",
+    )
     for tool in KAFKA_TOOLS:
         sub.add_parser(tool, help=f"run Kafka's {tool} from the fetched jars", add_help=False)
     args, rest = parser.parse_known_args(argv)
-    stack = Stack.from_config(load_config(args.config))
+    cfg = load_config(args.config)
+    if args.command == "provision-mlflow" and not rest:
+        return _provision_remote_mlflow(cfg)
+    stack = Stack.from_config(cfg)
     if args.command in KAFKA_TOOLS:
         return run_kafka_tool(stack, args.command, rest)
     if rest:

@@ -283,6 +283,43 @@ def test_mlflow_refuses_anonymous_requests_and_the_scorer_cannot_register(secure
         MlflowClient(uri, uri).delete_model_version(name, version.version)
 
 
+def test_provision_mlflow_puts_back_a_grant_changed_on_the_server(secure):
+    """`churn-stack provision-mlflow` provisions a server it did not start (Kubernetes,
+    docs/deploy.md) from the env vars alone: a scorer given EDIT out of band is READ again."""
+    import requests
+
+    uri, name = secure.cfg.mlflow.tracking_uri, secure.cfg.mlflow.model_name
+    s = secure.secrets
+    admin = (s["CHURN_MLFLOW_ADMIN_USERNAME"], s["CHURN_MLFLOW_ADMIN_PASSWORD"])
+    scorer = s["CHURN_MLFLOW_SCORER_USERNAME"]
+    key = {"username": scorer, "resource_type": "registered_model", "resource_id": name}
+    api = f"{uri}/api/3.0/mlflow/users/permissions"
+    requests.post(f"{api}/revoke", json=key, auth=admin, timeout=30).raise_for_status()
+    requests.post(
+        f"{api}/grant", json={**key, "permission": "EDIT"}, auth=admin, timeout=30
+    ).raise_for_status()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infra.stack",
+            "--config",
+            str(secure.config_path),
+            "provision-mlflow",
+        ],
+        cwd=REPO_ROOT,
+        env=secure.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(f"\nprovision-mlflow: {done.stdout.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert f"{scorer} READ on registered_model {name}" in done.stdout
+    got = requests.get(f"{api}/get", params=key, auth=admin, timeout=30)
+    assert got.json()["permission"] == "READ", got.text
+
+
 def test_kafkas_tools_run_as_the_admin_over_sasl_ssl(secure, capfd):
     assert local_stack.run_kafka_tool(secure.stack, "kafka-topics", ["--list"]) == 0
     listed = set(capfd.readouterr().out.split())
