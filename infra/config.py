@@ -374,6 +374,12 @@ class LocalStackConfig(_Model):
     kafka_heap: str = "768m"
     """The broker JVM's -Xmx."""
     mlflow_port: int = Field(5000, ge=1024, le=65535)
+    mlflow_backend: Literal["sqlite", "postgresql"] = "sqlite"
+    """MLflow's backend store: a SQLite file in the state dir, or a PostgreSQL server the
+    stack starts (Debian's package, installed when missing and root; its own data directory
+    under the state dir, on 127.0.0.1:postgres_port; infra/stack_postgres.py)."""
+    postgres_port: int = Field(15432, ge=1024, le=65535)
+    """The PostgreSQL server's port when mlflow_backend is postgresql."""
     secure: bool = False
     """Start the stack secured (conf/secure.yaml, docs/security.md): Kafka's listeners SASL_SSL
     (SCRAM-SHA-512) with a CA and certificate made on first start, ACLs per principal, and
@@ -390,6 +396,7 @@ class LocalStackConfig(_Model):
             *range(self.kafka_controller_port, self.kafka_controller_port + n),
             *(range(self.kafka_internal_port, self.kafka_internal_port + n) if self.secure else ()),
             self.mlflow_port,
+            *((self.postgres_port,) if self.mlflow_backend == "postgresql" else ()),
         ]
         if len(set(ports)) != len(ports) or max(ports) > 65535:
             raise ValueError(
@@ -402,7 +409,13 @@ class LocalStackConfig(_Model):
                     if self.secure
                     else ""
                 )
-                + f" and mlflow_port {self.mlflow_port} overlap"
+                + f", mlflow_port {self.mlflow_port}"
+                + (
+                    f" and postgres_port {self.postgres_port}"
+                    if self.mlflow_backend == "postgresql"
+                    else ""
+                )
+                + " overlap"
             )
         return self
 

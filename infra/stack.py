@@ -33,7 +33,7 @@ from typing import Any
 
 import psutil
 
-from infra import jars
+from infra import jars, stack_postgres
 from infra.cli import Refused, add_config_arguments, run
 from infra.config import Config, ConfigError, load_config
 from infra.stack_security import (
@@ -99,6 +99,8 @@ class Stack:
     jars_dir: Path
     secured: Secured | None = None
     """Set when the stack runs secured (local_stack.secure, docs/security.md)."""
+    mlflow_backend: str = "sqlite"
+    postgres_port: int = 15432
 
     @classmethod
     def from_config(cls, cfg: Config) -> Stack:
@@ -115,6 +117,8 @@ class Stack:
             timeout_s=s.start_timeout_s,
             jars_dir=cfg.resolve(cfg.spark.jars_dir),
             secured=Secured.from_config(cfg),
+            mlflow_backend=s.mlflow_backend,
+            postgres_port=s.postgres_port,
         )
 
     def kafka_nodes(self) -> list[KafkaNode]:
@@ -254,6 +258,7 @@ def _spawn(
     cmd: list[str],
     log: Path,
     env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -265,6 +270,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env={**(os.environ if env is None else env), _SERVICE_MARK: _mark(stack, service)},
+            user=user,
         )
     stack.path(service, "pid").write_text(str(proc.pid))
     return proc.pid
@@ -581,6 +587,13 @@ def start_mlflow(stack: Stack) -> str:
     pid = running_pid(stack, "mlflow")
     if pid is not None:
         _same_mode(stack, "mlflow")
+        backend = stack.path("mlflow", "backend")
+        running = backend.read_text().strip() if backend.exists() else "sqlite"
+        if running != stack.mlflow_backend:
+            raise RuntimeError(
+                f"mlflow runs on {running} (started with another config) and this config "
+                f"wants {stack.mlflow_backend} (local_stack.mlflow_backend): `make down` first"
+            )
         return f"mlflow already running (pid {pid}){_provision_mlflow(stack)}"
     cleared = _clear_orphans(stack, "mlflow")
     if _port_open(stack.host, stack.mlflow_port):
@@ -599,8 +612,6 @@ def start_mlflow(stack: Stack) -> str:
         stack.host,
         "--port",
         str(stack.mlflow_port),
-        "--backend-store-uri",
-        f"sqlite:///{d / 'mlflow.db'}",
         "--artifacts-destination",
         str(d / "artifacts"),
         "--workers",
@@ -608,15 +619,89 @@ def start_mlflow(stack: Stack) -> str:
     ]
     log = d / "server.log"
     # The server's GenAI job runner starts ~8 worker processes this pipeline never uses.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # The backend store's URI goes through the environment: PostgreSQL's holds a password.
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_BACKEND_STORE_URI": _backend_store_uri(stack),
+    }
     if stack.secured is not None:
         values = stack.secured.secrets(stack.state_dir)
         env |= mlflow_server_env(stack.state_dir, values, stack.secured.mlflow_users["admin"])
         cmd += ["--app-name", "basic-auth"]
     _mode_file(stack, "mlflow").write_text(_mode(stack))
+    stack.path("mlflow", "backend").write_text(stack.mlflow_backend)
     pid = _spawn(stack, "mlflow", cmd, log, env=env)
     _wait_ready("mlflow", pid, lambda: mlflow_ready(stack.mlflow_uri), log, stack.timeout_s)
     return f"{cleared}mlflow started (pid {pid}){_provision_mlflow(stack)}"
+
+
+def _backend_store_uri(stack: Stack) -> str:
+    if stack.mlflow_backend == "postgresql":
+        return stack_postgres.uri(stack.state_dir / "postgres", stack.host, stack.postgres_port)
+    return f"sqlite:///{stack.state_dir / 'mlflow' / 'mlflow.db'}"
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+
+def _reachable_by(user: str, path: Path) -> bool:
+    """``user`` can walk down to ``path`` (each ancestor searchable by it)."""
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for parent in [*reversed(path.parents), path]:
+        st = parent.stat()
+        if st.st_uid == entry.pw_uid:
+            bit = 0o100
+        elif st.st_gid in groups:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def start_postgres(stack: Stack) -> str:
+    """MLflow's backend store when local_stack.mlflow_backend is postgresql: the stack's own
+    PostgreSQL cluster (infra/stack_postgres.py), started, answering, with MLflow's database."""
+    service, d = stack_postgres.SERVICE, stack.state_dir / stack_postgres.SERVICE
+    pid = running_pid(stack, service)
+    if pid is not None:
+        return f"postgres already running (pid {pid})"
+    cleared = _clear_orphans(stack, service)
+    if _port_open(stack.host, stack.postgres_port):
+        raise RuntimeError(
+            f"port {stack.postgres_port} on {stack.host} is in use by a process this stack "
+            "did not start; stop it or change local_stack.postgres_port"
+        )
+    pg = stack_postgres.ensure_installed()
+    user = stack_postgres.run_as()
+    d.mkdir(parents=True, exist_ok=True)
+    if user is not None and not _reachable_by(user, d):
+        raise RuntimeError(
+            f"PostgreSQL runs as {user} (it refuses root) and {user} cannot reach {d}: give "
+            "local_stack.state_dir a place every user can traverse (chmod o+x its parents)"
+        )
+    made = stack_postgres.init_cluster(pg, d)
+    log = d / "server.log"
+    log.touch()
+    if user is not None:
+        import shutil
+
+        shutil.chown(log, user)
+    cmd = stack_postgres.server_command(pg, d, stack.host, stack.postgres_port)
+    pid = _spawn(stack, service, cmd, log, user=user)
+    probe = functools.partial(stack_postgres.ready, d, stack.host, stack.postgres_port)
+    _wait_ready(service, pid, probe, log, stack.timeout_s)
+    created = stack_postgres.ensure_database(d, stack.host, stack.postgres_port)
+    what = "; ".join(
+        x for x in ("new cluster" if made else "", "database mlflow made" if created else "") if x
+    )
+    return f"{cleared}postgres {pg.parent.name} started (pid {pid}){f' ({what})' if what else ''}"
 
 
 def _provision_mlflow(stack: Stack) -> str:
@@ -661,17 +746,33 @@ def _provision_remote_mlflow(cfg: Config) -> int:
 # --- commands --------------------------------------------------------------------------
 
 
+def _services(stack: Stack) -> list[tuple[str, Callable[[Stack], str]]]:
+    first = [("postgres", start_postgres)] if stack.mlflow_backend == "postgresql" else []
+    return [("kafka", start_kafka), *first, ("mlflow", start_mlflow)]
+
+
 def up(stack: Stack) -> None:
-    for _name, start in (("kafka", start_kafka), ("mlflow", start_mlflow)):
+    for _name, start in _services(stack):
         t0 = time.monotonic()
         print(f"{start(stack)} in {time.monotonic() - t0:.1f}s", flush=True)
     status(stack)
 
 
 def down(stack: Stack) -> None:
-    for service in ("mlflow", *kafka_services(stack)):
+    # MLflow before its database; PostgreSQL when it ran, whatever this config says.
+    postgres = stack.mlflow_backend == "postgresql" or (stack.state_dir / "postgres").is_dir()
+    for service in ("mlflow", *kafka_services(stack), *(["postgres"] if postgres else [])):
         leader = running_pid(stack, service)
-        stopped = stop_service(stack, service)
+        stopped = []
+        if service == "postgres" and leader is not None:
+            # Fast shutdown (SIGINT to the server alone): a clean checkpoint, where SIGTERM
+            # to every process of the service would leave crash recovery for the next start.
+            server = members(stack, service)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(leader).send_signal(signal.SIGINT)
+            psutil.wait_procs(server, timeout=30)
+            stopped = [p.pid for p in server]
+        stopped += stop_service(stack, service)
         if not stopped:
             print(f"{service}: was not running")
         elif leader is None:
@@ -692,6 +793,18 @@ def status(stack: Stack) -> bool:
             )
             for node in stack.kafka_nodes()
         ),
+        *(
+            [
+                (
+                    "postgres",
+                    f"{stack.host}:{stack.postgres_port}",
+                    _port_open(stack.host, stack.postgres_port),
+                    stack.path("postgres", "server.log"),
+                )
+            ]
+            if stack.mlflow_backend == "postgresql"
+            else []
+        ),
         (
             "mlflow",
             stack.mlflow_uri,
@@ -711,7 +824,7 @@ def status(stack: Stack) -> bool:
         else:
             state = "answering, not started by this stack" if ok else "down"
         pids = ",".join(map(str, orphans)) or pid or "-"
-        print(f"{name:7s} {state:6s} {where:24s} pid={pids}  log={log}")
+        print(f"{name:8s} {state:6s} {where:24s} pid={pids}  log={log}")
     for hint in hints:
         print(hint)
     if stack.brokers > 1:

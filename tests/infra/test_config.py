@@ -233,3 +233,14 @@ def test_no_job_builds_a_storage_path_as_a_local_path():
                 ):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not offenders
+
+
+def test_postgres_port_must_not_clash_once_mlflow_runs_on_postgresql():
+    clash = {
+        "CHURN__LOCAL_STACK__MLFLOW_BACKEND": "postgresql",
+        "CHURN__LOCAL_STACK__POSTGRES_PORT": "5000",
+    }
+    with pytest.raises(ConfigError, match="postgres_port 5000 overlap"):
+        load_config("local", environ=clash)
+    # on SQLite the port is unused, so it may be anything
+    load_config("local", environ={"CHURN__LOCAL_STACK__POSTGRES_PORT": "5000"})
