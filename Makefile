@@ -80,4 +80,4 @@ soak: up  ## both streaming jobs for MINUTES (30) at half the sustained rate; la
 	$(PY) -m benchmarks.soak --minutes $(MINUTES) --out .local/bench/results.jsonl $(BENCH_ARGS)
 
 clean: down  ## remove all local state (tables, checkpoints, broker data, MLflow runs, credentials, scheduler state); keeps venv, jars, tools and .local/bench
-	rm -rf .local/stack .local/warehouse .local/checkpoints .local/demo .local/training
+	rm -rf .local/stack .local/warehouse .local/checkpoints .local/event-ids .local/demo .local/training

@@ -380,6 +380,13 @@ class LocalStackConfig(_Model):
     under the state dir, on 127.0.0.1:postgres_port; infra/stack_postgres.py)."""
     postgres_port: int = Field(15432, ge=1024, le=65535)
     """The PostgreSQL server's port when mlflow_backend is postgresql."""
+    object_store: bool = False
+    """Also start an S3-compatible object store (S3Proxy over <state_dir>/s3proxy/data, on
+    127.0.0.1:object_store_port, no authentication: loopback only) with the bucket
+    object_store_bucket; MLflow's artifacts then go to s3://<bucket>/mlflow. The jobs reach
+    it through spark.conf's fs.s3a settings (conf/cluster.yaml)."""
+    object_store_port: int = Field(19000, ge=1024, le=65535)
+    object_store_bucket: str = Field("churn-lake", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     secure: bool = False
     """Start the stack secured (conf/secure.yaml, docs/security.md): Kafka's listeners SASL_SSL
     (SCRAM-SHA-512) with a CA and certificate made on first start, ACLs per principal, and
@@ -397,6 +404,7 @@ class LocalStackConfig(_Model):
             *(range(self.kafka_internal_port, self.kafka_internal_port + n) if self.secure else ()),
             self.mlflow_port,
             *((self.postgres_port,) if self.mlflow_backend == "postgresql" else ()),
+            *((self.object_store_port,) if self.object_store else ()),
         ]
         if len(set(ports)) != len(ports) or max(ports) > 65535:
             raise ValueError(
@@ -411,10 +419,11 @@ class LocalStackConfig(_Model):
                 )
                 + f", mlflow_port {self.mlflow_port}"
                 + (
-                    f" and postgres_port {self.postgres_port}"
+                    f", postgres_port {self.postgres_port}"
                     if self.mlflow_backend == "postgresql"
                     else ""
                 )
+                + (f", object_store_port {self.object_store_port}" if self.object_store else "")
                 + " overlap"
             )
         return self
@@ -536,7 +545,11 @@ def _describe(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        shown = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        msg = msg.removeprefix("Value error, ")
+        # A rule across keys (a model's validator) gets the whole section as its input:
+        # its message names the keys, and the section would bury it.
+        whole = isinstance(e.get("input"), dict)
+        shown = "" if e["type"] == "extra_forbidden" or whole else f" (got {e.get('input')!r})"
         lines.append(f"  {key}: {msg}{shown}")
     return "\n".join(lines)
 

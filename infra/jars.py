@@ -1,10 +1,13 @@
 """Fetch the JVM artifacts the project runs on, with Maven, into a git-ignored folder.
 
-Two separate classpaths, because they must not mix:
+Separate classpaths, because they must not mix:
 - ``kafka``: the Apache Kafka broker (KRaft) and its command-line tools (jvm/kafka/pom.xml);
 - ``spark``: Spark's Kafka connector and Delta Lake (jvm/spark/pom.xml), minus every jar
   that pyspark already ships (Jackson, Hadoop, Parquet, Scala, logging...), so the driver
-  never sees two versions of one library.
+  never sees two versions of one library;
+- ``s3``: hadoop-aws and the AWS SDK modules it needs for s3a:// (jvm/s3/pom.xml), minus
+  pyspark's jars too; a job adds them when its storage is on s3a:// (infra/spark.py);
+- ``s3proxy``: the local stack's S3-compatible object store (jvm/s3proxy/pom.xml).
 
 Beside them, one jar of our own, ``validator``: the event validator's JVM fast path
 (jvm/validator, docs/decisions.md, decision 44), compiled with ``javac`` against
@@ -31,7 +34,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 POMS = {
     "kafka": REPO_ROOT / "jvm" / "kafka" / "pom.xml",
     "spark": REPO_ROOT / "jvm" / "spark" / "pom.xml",
+    "s3": REPO_ROOT / "jvm" / "s3" / "pom.xml",
+    "s3proxy": REPO_ROOT / "jvm" / "s3proxy" / "pom.xml",
 }
+# Classpaths that join pyspark's JVM: whatever pyspark ships is dropped from them.
+_BESIDE_PYSPARK = {"spark", "s3"}
 VALIDATOR_SOURCES = REPO_ROOT / "jvm" / "validator"
 VALIDATOR_JAR = "churn-validator.jar"
 DEFAULT_JARS_DIR = REPO_ROOT / ".local" / "jars"
@@ -109,7 +116,7 @@ def fetch(name: str, jars_dir: Path = DEFAULT_JARS_DIR) -> Path:
             raise SystemExit(
                 f"jars: Maven could not resolve {POMS[name]} (exit {result.returncode})"
             )
-        if name == "spark":
+        if name in _BESIDE_PYSPARK:
             provided = pyspark_jars() | _ALSO_IN_PYSPARK
             for jar in staging.glob("*.jar"):
                 if artifact_name(jar.name) in provided:

@@ -53,6 +53,11 @@ def local_driver(cfg: Config) -> bool:
     return not under_spark_submit() and (cfg.spark.master or "local").startswith("local")
 
 
+def on_s3a(cfg: Config) -> bool:
+    """A storage location is on s3a:// (the jobs then need the s3 jars, infra/jars.py)."""
+    return any(loc.startswith("s3a://") for loc in (cfg.storage.warehouse, cfg.storage.checkpoints))
+
+
 def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[str, str]:
     """Every Spark setting the session gets, as plain strings (testable without a JVM).
 
@@ -86,7 +91,10 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
             conf["spark.jars.ivySettings"] = str(IVY_SETTINGS)
         else:
             jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
-            conf["spark.jars"] = ",".join(str(p) for p in jars.spark_classpath(jar_dir))
+            classpath = jars.spark_classpath(jar_dir)
+            if on_s3a(cfg):  # hadoop-aws and the AWS SDK, only where they are needed
+                classpath += jars.classpath("s3", jar_dir)
+            conf["spark.jars"] = ",".join(str(p) for p in classpath)
     conf.update(cfg.spark.conf)
     if local_driver(cfg):
         # The driver maps the classes `make setup` archived (docs/decisions.md, decision 47).

@@ -1,15 +1,19 @@
 """The embedded local stack: Kafka in KRaft mode (one node, or a replicated cluster of
-``local_stack.brokers``) and an MLflow tracking server.
+``local_stack.brokers``) and an MLflow tracking server; with conf/cluster.yaml also a
+PostgreSQL server for MLflow (infra/stack_postgres.py) and an S3-compatible object store
+(S3Proxy).
 
-No Docker: the broker runs from the jars `make setup` fetched from Maven Central, MLflow
-from the project's venv. Both listen on 127.0.0.1 only; their state, logs and pid files
-live under ``local_stack.state_dir``. ``up`` waits on real readiness probes (a Kafka
-metadata request, MLflow's ``/health``), is harmless when already up, and ``down`` stops
-exactly the processes it started and the ones those started, even when a server was killed
-and left its workers running.
+No Docker: the broker and the object store run from the jars `make setup` fetched from
+Maven Central, MLflow from the project's venv, PostgreSQL from Debian's package. All listen
+on 127.0.0.1 only; their state, logs and pid files live under ``local_stack.state_dir``.
+``up`` waits on real readiness probes (a Kafka metadata request, MLflow's ``/health``, a
+PostgreSQL login, the store's bucket listing), is harmless when already up, and ``down``
+stops exactly the processes it started and the ones those started, even when a server was
+killed and left its workers running.
 
     churn-stack up | down | status
     churn-stack kafka-topics --list         # Kafka's own CLI tools, from the fetched jars
+    churn-stack provision-mlflow            # users and grants on a server it did not start
 """
 
 from __future__ import annotations
@@ -101,6 +105,9 @@ class Stack:
     """Set when the stack runs secured (local_stack.secure, docs/security.md)."""
     mlflow_backend: str = "sqlite"
     postgres_port: int = 15432
+    object_store: bool = False
+    object_store_port: int = 19000
+    bucket: str = "churn-lake"
 
     @classmethod
     def from_config(cls, cfg: Config) -> Stack:
@@ -119,6 +126,9 @@ class Stack:
             secured=Secured.from_config(cfg),
             mlflow_backend=s.mlflow_backend,
             postgres_port=s.postgres_port,
+            object_store=s.object_store,
+            object_store_port=s.object_store_port,
+            bucket=s.object_store_bucket,
         )
 
     def kafka_nodes(self) -> list[KafkaNode]:
@@ -183,6 +193,10 @@ class Stack:
     @property
     def mlflow_uri(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def object_store_uri(self) -> str:
+        return f"http://{self.host}:{self.object_store_port}"
 
     def path(self, service: str, name: str) -> Path:
         return self.state_dir / service / name
@@ -575,12 +589,16 @@ def kafka_services(stack: Stack) -> list[str]:
 # --- MLflow ----------------------------------------------------------------------------
 
 
-def mlflow_ready(uri: str) -> bool:
+def _answers_200(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
+
+
+def mlflow_ready(uri: str) -> bool:
+    return _answers_200(f"{uri}/health")
 
 
 def start_mlflow(stack: Stack) -> str:
@@ -613,7 +631,7 @@ def start_mlflow(stack: Stack) -> str:
         "--port",
         str(stack.mlflow_port),
         "--artifacts-destination",
-        str(d / "artifacts"),
+        f"s3://{stack.bucket}/mlflow" if stack.object_store else str(d / "artifacts"),
         "--workers",
         "1",
     ]
@@ -625,6 +643,14 @@ def start_mlflow(stack: Stack) -> str:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_BACKEND_STORE_URI": _backend_store_uri(stack),
     }
+    if stack.object_store:
+        # The local store takes no credentials (loopback only); boto3 wants some to sign.
+        env |= {
+            "MLFLOW_S3_ENDPOINT_URL": stack.object_store_uri,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
     if stack.secured is not None:
         values = stack.secured.secrets(stack.state_dir)
         env |= mlflow_server_env(stack.state_dir, values, stack.secured.mlflow_users["admin"])
@@ -640,6 +666,47 @@ def _backend_store_uri(stack: Stack) -> str:
     if stack.mlflow_backend == "postgresql":
         return stack_postgres.uri(stack.state_dir / "postgres", stack.host, stack.postgres_port)
     return f"sqlite:///{stack.state_dir / 'mlflow' / 'mlflow.db'}"
+
+
+# --- the object store ------------------------------------------------------------------
+
+
+def object_store_ready(uri: str) -> bool:
+    """The store lists its buckets."""
+    return _answers_200(f"{uri}/")
+
+
+def start_object_store(stack: Stack) -> str:
+    """S3Proxy over <state_dir>/s3proxy/data (jclouds' filesystem provider): an S3 API on
+    127.0.0.1:object_store_port, no authentication, the bucket a directory under data/."""
+    service = "s3proxy"
+    d = stack.state_dir / service
+    (d / "data" / stack.bucket).mkdir(parents=True, exist_ok=True)  # the bucket
+    pid = running_pid(stack, service)
+    if pid is not None:
+        return f"s3proxy already running (pid {pid}), bucket {stack.bucket}"
+    cleared = _clear_orphans(stack, service)
+    if _port_open(stack.host, stack.object_store_port):
+        raise RuntimeError(
+            f"port {stack.object_store_port} on {stack.host} is in use by a process this "
+            "stack did not start; stop it or change local_stack.object_store_port"
+        )
+    (jar,) = jars.classpath("s3proxy", stack.jars_dir)
+    props = d / "s3proxy.conf"
+    props.write_text(
+        f"s3proxy.endpoint={stack.object_store_uri}\n"
+        "s3proxy.authorization=none\n"
+        "jclouds.provider=filesystem\n"
+        f"jclouds.filesystem.basedir={d / 'data'}\n"
+    )
+    log = d / "server.log"
+    cmd = ["java", "-Xmx256m", "-jar", str(jar), "--properties", str(props)]
+    pid = _spawn(stack, service, cmd, log)
+    probe = functools.partial(object_store_ready, stack.object_store_uri)
+    _wait_ready(service, pid, probe, log, stack.timeout_s)
+    return (
+        f"{cleared}s3proxy started (pid {pid}), bucket {stack.bucket} at {stack.object_store_uri}"
+    )
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -748,6 +815,7 @@ def _provision_remote_mlflow(cfg: Config) -> int:
 
 def _services(stack: Stack) -> list[tuple[str, Callable[[Stack], str]]]:
     first = [("postgres", start_postgres)] if stack.mlflow_backend == "postgresql" else []
+    first += [("s3proxy", start_object_store)] if stack.object_store else []
     return [("kafka", start_kafka), *first, ("mlflow", start_mlflow)]
 
 
@@ -759,9 +827,15 @@ def up(stack: Stack) -> None:
 
 
 def down(stack: Stack) -> None:
-    # MLflow before its database; PostgreSQL when it ran, whatever this config says.
+    # MLflow before its database and store; each of those when it ran, whatever this config.
     postgres = stack.mlflow_backend == "postgresql" or (stack.state_dir / "postgres").is_dir()
-    for service in ("mlflow", *kafka_services(stack), *(["postgres"] if postgres else [])):
+    s3proxy = stack.object_store or (stack.state_dir / "s3proxy").is_dir()
+    for service in (
+        "mlflow",
+        *kafka_services(stack),
+        *(["s3proxy"] if s3proxy else []),
+        *(["postgres"] if postgres else []),
+    ):
         leader = running_pid(stack, service)
         stopped = []
         if service == "postgres" and leader is not None:
@@ -803,6 +877,18 @@ def status(stack: Stack) -> bool:
                 )
             ]
             if stack.mlflow_backend == "postgresql"
+            else []
+        ),
+        *(
+            [
+                (
+                    "s3proxy",
+                    stack.object_store_uri,
+                    object_store_ready(stack.object_store_uri),
+                    stack.path("s3proxy", "server.log"),
+                )
+            ]
+            if stack.object_store
             else []
         ),
         (
@@ -877,8 +963,10 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="churn-stack",
-        description="Start, stop and inspect the embedded local stack (Kafka in KRaft mode, "
-        "local_stack.brokers nodes, + MLflow server on 127.0.0.1), and run Kafka's "
+        description="Start, stop and inspect the embedded local stack on 127.0.0.1: Kafka in "
+        "KRaft mode (local_stack.brokers nodes) and an MLflow server, plus a PostgreSQL server "
+        "for MLflow (local_stack.mlflow_backend: postgresql) and an S3-compatible object store "
+        "(local_stack.object_store) when the config asks (conf/cluster.yaml); and run Kafka's "
         "command-line tools against it.",
         epilog="Kafka tools take their usual options; --bootstrap-server defaults to the local "
         "broker, e.g. `churn-stack kafka-topics --list`.",

@@ -66,8 +66,10 @@ def say(msg: str) -> None:
     print(f"demo: {msg}", flush=True)
 
 
-def reset(cfg: Config) -> None:
-    """Delete the demo's topics, tables and checkpoints so every demo starts the same way."""
+def reset(cfg: Config) -> list[str]:
+    """Delete the demo's topics, and its local tables, checkpoints and id index, so every
+    demo starts the same way; returns the locations on object storage, which
+    ``reset_remote`` deletes once Spark runs."""
     from confluent_kafka.admin import AdminClient
 
     topics = [cfg.kafka.topics.events, cfg.kafka.topics.dlq, cfg.kafka.topics.scores]
@@ -79,12 +81,27 @@ def reset(cfg: Config) -> None:
     deadline = time.monotonic() + 60
     while set(admin.list_topics(timeout=30).topics) & set(doomed) and time.monotonic() < deadline:
         time.sleep(0.5)
-    for path in (cfg.storage.warehouse, cfg.storage.checkpoints):
-        local = cfg.local_dir(path)  # object storage is left to its owner
-        if local is not None and local.exists():
+    remote = []
+    ids = cfg.stream_features.id_index_dir
+    for path in (cfg.storage.warehouse, cfg.storage.checkpoints, *([str(ids)] if ids else [])):
+        local = cfg.local_dir(path)
+        if local is None:
+            remote.append(cfg.location(path))
+        elif local.exists():
             shutil.rmtree(local)
     ensure_topics(cfg.kafka, topics, "admin")
     say(f"reset topics {', '.join(topics)}, {cfg.storage.warehouse} and {cfg.storage.checkpoints}")
+    return remote
+
+
+def reset_remote(spark: SparkSession, locations: list[str]) -> None:
+    """Delete the demo's tables and checkpoints on object storage, through Hadoop's
+    FileSystem (the one the jobs write with)."""
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    for location in locations:
+        path = jvm.org.apache.hadoop.fs.Path(location)  # type: ignore[union-attr]
+        path.getFileSystem(hadoop_conf).delete(path, True)
 
 
 # Malformed records the demo mixes in: each lands in the quarantine with this reason.
@@ -225,7 +242,7 @@ def main(argv: list[str] | None = None, *, stop_spark: bool = True) -> None:
         seconds[name] = round(now - since, 1)
         return now
 
-    reset(cfg)
+    remote = reset(cfg)
     t = lap("reset", t0)
     # The JVM starts on the other core while the simulator (one Python thread) produces.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -233,6 +250,7 @@ def main(argv: list[str] | None = None, *, stop_spark: bool = True) -> None:
         produced = simulate_events(cfg, args.users, args.days, args.seed, args.bad_every)
         t = lap("simulate", t)
         spark = session.result()
+    reset_remote(spark, remote)
     run_feature_stream(spark, cfg)
     t = lap("stream_features", t)
 

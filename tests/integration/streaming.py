@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -326,3 +327,84 @@ def assert_nothing_lost_or_doubled(spark, cfg: Config, produced: set[str], scrat
         f"0 doubled; churn_scores {len(rows):,} rows, no duplicate; scores topic "
         f"{sum(on_topic.values()):,} records, {doubled} re-sent"
     )
+
+
+KILLED = re.compile(r"CHURN_FAULT: SIGKILL at [\w.]+ in batch (\d+)")
+
+
+def kill_cycles(
+    job: str, points: list[str], config: Path, log: Path, out: dict, *, then_live: bool = False
+) -> None:
+    """Run ``job`` until it kills itself at each point in turn, one batch further each time;
+    then, with ``then_live``, start it once more without a fault (``out["live"]``)."""
+    at, proc = 1, None
+    try:
+        for point in points:
+            seen = len(KILLED.findall(log.read_text(errors="replace"))) if log.exists() else 0
+            proc = start(job, config, log, fault=f"{point}@{at}")
+            rc = proc.wait(600)
+            assert rc == -signal.SIGKILL, f"{job} exited {rc}: {log.read_text()[-3000:]}"
+            killed = [int(n) for n in KILLED.findall(log.read_text(errors="replace"))]
+            assert len(killed) == seen + 1, f"{job} died, but not at its fault point"
+            out.setdefault("kills", []).append((point, killed[-1]))
+            at = killed[-1] + 1
+        if then_live:
+            out["live_from"] = batches(log, job)
+            out["live"] = start(job, config, log)
+    except BaseException as exc:  # surfaced by the main thread
+        out["error"] = exc
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def kills_under_load(
+    cfg: Config, tmp_path: Path, feature_points: list[str], scorer_points: list[str]
+) -> tuple[set[str], dict[str, dict]]:
+    """Both streaming jobs under simulated traffic (80 events/s), each killed (SIGKILL) at
+    its fault points in turn and restarted; the feature stream then runs live until it has
+    run a batch and stops on SIGTERM; the traffic stops and both jobs drain what is left.
+    Returns the delivered event ids and each job's kills (test_crash_under_load.py)."""
+    config = write_config(cfg, tmp_path / "crash.yaml")
+    ensure_topics(cfg.kafka, [cfg.kafka.topics.events, cfg.kafka.topics.scores], "admin")
+    champion(cfg)
+
+    traffic = Traffic(cfg, rate=80)
+    traffic.thread.start()
+    features_log, scores_log = tmp_path / "features.log", tmp_path / "scores.log"
+    cycles: dict[str, dict] = {"stream_features": {}, "stream_scores": {}}
+    # The scorer scores feature commits: after its kills the feature stream runs on, live.
+    feature_kills = threading.Thread(
+        target=kill_cycles,
+        args=("stream_features", feature_points, config, features_log),
+        kwargs={"out": cycles["stream_features"], "then_live": True},
+        daemon=True,
+    )
+    feature_kills.start()
+    try:
+        kill_cycles("stream_scores", scorer_points, config, scores_log, cycles["stream_scores"])
+        feature_kills.join(900)
+        assert not feature_kills.is_alive() and "error" not in cycles["stream_features"], cycles
+        assert "error" not in cycles["stream_scores"], cycles["stream_scores"]["error"]
+        # Stopped by SIGTERM once it runs batches (before, the signal would find no handler).
+        done = cycles["stream_features"]["live_from"]
+        wait_for(
+            lambda: batches(features_log, "stream_features") > done,
+            "the live feature stream runs a batch",
+            alive=[(cycles["stream_features"]["live"], features_log)],
+        )
+    finally:
+        traffic.stop.set()
+        traffic.thread.join(120)
+        live = cycles["stream_features"].get("live")
+        if live is not None:
+            live.send_signal(signal.SIGTERM)
+            try:
+                live.wait(120)
+            finally:
+                if live.poll() is None:
+                    os.killpg(live.pid, signal.SIGKILL)
+    assert live is not None and live.returncode == 0, features_log.read_text()[-3000:]
+    produced = traffic.finish()
+    # Drain: whatever arrived after the last kill, through both jobs, in large batches.
+    drain(cfg, tmp_path, {"stream_features": features_log, "stream_scores": scores_log})
+    return produced, cycles

@@ -10,13 +10,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
-from nbclient import NotebookClient
 
 from infra.config import Config
 from jobs import demo
+from tests.integration import notebooks
 from tests.integration.streaming import stream_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,9 +25,6 @@ def rest(base: str, path: str, **params: str) -> dict:
     url = f"{base}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=30) as resp:
         return json.load(resp)
-
-
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
 
 @dataclass(frozen=True)
@@ -125,25 +121,8 @@ def test_demo_runs_end_to_end_twice_and_mlflow_shows_its_runs_model_and_champion
     assert s["scores"]["model_versions"] == [f"model-{tag}/{champion['model_version']['version']}"]
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom_against_the_demo(demo_run, notebook, monkeypatch, tmp_path):
+@pytest.mark.parametrize("notebook", notebooks.NOTEBOOKS, ids=notebooks.IDS)
+def test_notebook_runs_top_to_bottom_against_the_demo(demo_run, notebook, tmp_path):
     """Each notebook, executed in a real Jupyter kernel against the demo's tables and MLflow
     (CHURN_CONFIG points it there): no cell fails and every figure renders."""
-    monkeypatch.setenv("CHURN_CONFIG", str(demo_run.config_path))
-    nb = nbformat.read(notebook, as_version=4)
-    client = NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    try:
-        client.execute()
-    finally:
-        nbformat.write(nb, tmp_path / notebook.name)  # the executed copy, for a failure's reader
-    setup_output = "".join(o.get("text", "") for o in nb.cells[1].outputs)
-    assert f"warehouse {demo_run.cfg.storage.warehouse}," in setup_output  # not conf/local.yaml's
-    figures = [c for c in nb.cells if c.cell_type == "code" and "_figure(" in c.source]
-    rendered = [c for c in figures if any("image/png" in o.get("data", {}) for o in c.outputs)]
-    assert figures and len(rendered) == len(figures)
-    errors = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
-    ]
-    assert not errors
+    notebooks.execute(notebook, demo_run.cfg, demo_run.config_path, tmp_path)

@@ -27,6 +27,7 @@ from infra.kafka_io import client_config, ensure_topics, producer_config, spark_
 from infra.mlflow_io import acting_as
 from infra.stack_security import READER_GROUP_PREFIX, read_env_file
 from tests.conftest import free_port
+from tests.integration import notebooks
 from tests.integration.streaming import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -327,31 +328,11 @@ def test_kafkas_tools_run_as_the_admin_over_sasl_ssl(secure, capfd):
     assert {topics.events, topics.dlq, topics.scores} <= listed
 
 
-NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_against_the_secure_demo(secure, demo, notebook, monkeypatch):
+@pytest.mark.parametrize("notebook", notebooks.NOTEBOOKS, ids=notebooks.IDS)
+def test_notebook_runs_against_the_secure_demo(secure, demo, notebook):
     """Each notebook top to bottom in a real kernel, reading the secured demo's tables and
     MLflow (as the read-only user); the executed copy is kept for the secret search."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("CHURN_CONFIG", str(secure.config_path))
-    out = secure.root / "notebooks"
-    out.mkdir(exist_ok=True)
-    nb = nbformat.read(notebook, as_version=4)
-    client = NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(out)}}
-    )
-    try:
-        client.execute()
-    finally:
-        nbformat.write(nb, out / notebook.name)
-    errors = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
-    ]
-    assert not errors
+    notebooks.execute(notebook, secure.cfg, secure.config_path, secure.root / "notebooks")
 
 
 # --- no secret anywhere --------------------------------------------------------------------
@@ -407,7 +388,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     artifacts = list(_files(tmp_path))
     event_logs = list(_files(secure.root / "events"))
     tables = list(_files(secure.root / "warehouse", secure.root / "cp"))
-    notebooks = list(_files(secure.root / "notebooks"))
+    executed = list(_files(secure.root / "notebooks"))
     # *.log: the services' logs, and the topics' segment files (the records themselves).
     logs = list(_files(*(secure.stack.state_dir / s for s in ("kafka", "mlflow"))))
     logs = [p for p in logs if p.suffix == ".log"]
@@ -416,7 +397,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     # The plans in the event log carry the Kafka options, the JAAS line redacted by Spark.
     plans = b"".join(p.read_bytes() for p in event_logs)
     assert b"kafka.sasl.jaas.config=*********(redacted)" in plans
-    for group in (artifacts, event_logs, tables, logs, notebooks):
+    for group in (artifacts, event_logs, tables, logs, executed):
         for path in group:
             texts[str(path)] = path.read_bytes()
     found = [
