@@ -50,7 +50,9 @@ def kustomize() -> Path:
     stamp = TOOLS / "bin" / "kustomize.version"
     if binary.exists() and stamp.exists() and stamp.read_text().strip() == KUSTOMIZE_VERSION:
         return binary
-    go = shutil.which("go")
+    # The Go toolchain's default install puts `go` in /usr/local/go/bin, which a
+    # non-login shell's PATH may lack.
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         raise RuntimeError(
             "building kustomize needs the Go toolchain (`go` on PATH); or put a kustomize "

@@ -409,7 +409,7 @@ def test_no_generated_secret_shows_in_any_output(secure, demo, tmp_path):
     print(
         f"\nsearched {len(texts)} outputs ({len(artifacts)} artifacts, {len(event_logs)} event "
         f"logs, {len(tables)} table and checkpoint files, {len(logs)} service logs and topic "
-        f"segments, {len(notebooks)} executed notebooks) for "
+        f"segments, {len(executed)} executed notebooks) for "
         f"{len(passwords)} secrets: {len(found)} found"
     )
     assert not found
