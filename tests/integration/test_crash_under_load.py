@@ -1,4 +1,4 @@
-"""Both streaming jobs killed with SIGKILL three times each (CHURN_CRASH_KILLS sets another
+"""Both streaming jobs killed with SIGKILL twice each (CHURN_CRASH_KILLS sets another
 count) while events keep arriving, each time in a window where a crash could lose or double
 work (infra/faults.py), and restarted: nothing lost, nothing counted twice
 (docs/reliability.md).
@@ -29,7 +29,7 @@ from tests.integration.streaming import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KILLS = int(os.environ.get("CHURN_CRASH_KILLS", "3"))
+KILLS = int(os.environ.get("CHURN_CRASH_KILLS", "2"))
 
 
 def test_kills_under_load_lose_and_double_nothing(
