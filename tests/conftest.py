@@ -8,6 +8,7 @@ the stack `make up` started (conf/local.yaml's addresses).
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +23,32 @@ from infra.spark import build_spark
 USE_RUNNING = os.environ.get("CHURN_TEST_STACK") == "running"
 
 
+# Below the kernels' ephemeral ranges (Linux 32768-60999, macOS and Windows 49152-65535).
+# A port the kernel hands out as a client's source port can be taken while a test's server
+# is down: a client retrying a killed broker's port in that range may even connect to
+# itself. A CI run lost its restarted broker that way ("Address already in use").
+_SERVER_PORTS = range(20000, 32768)
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive loopback ports that are free now, outside the
+    ephemeral range, so that a server stopped and restarted on one can bind it again."""
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        first = rng.randrange(_SERVER_PORTS.start, _SERVER_PORTS.stop - n)
+        try:
+            for port in range(first, first + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {n} consecutive free ports in {_SERVER_PORTS}")
+
+
 def free_port() -> int:
-    """A loopback port that is free now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that is free now (free_ports)."""
+    return free_ports(1)
 
 
 @pytest.fixture(scope="session")

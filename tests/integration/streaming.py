@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -165,23 +164,6 @@ def assert_every_batch_once_and_tables_rebuildable(spark, store, produced: int, 
         if cols:
             a, b = a.select(*cols), b.select(*cols)
         assertDataFrameEqual(a, b)
-
-
-def free_ports(n: int) -> int:
-    """The first of ``n`` consecutive loopback ports that are free now."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = s.getsockname()[1]
-        if first + n > 65535:
-            continue
-        try:
-            for port in range(first, first + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
 
 
 def write_config(cfg: Config, path: Path) -> Path:

@@ -24,13 +24,13 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from infra import stack as local_stack
 from infra.kafka_io import client_config, ensure_topics
+from tests.conftest import free_ports
 from tests.integration.streaming import (
     Traffic,
     assert_nothing_lost_or_doubled,
     batches,
     champion,
     drain,
-    free_ports,
     scores_config,
     start,
     stop_gracefully,
