@@ -16,16 +16,23 @@ BROKERS ?=
 ifneq ($(BROKERS),)
 export CHURN__LOCAL_STACK__BROKERS := $(BROKERS)
 endif
+# WORKERS=N: `make cluster-up` starts N Spark workers (local_stack.spark_workers, default 2).
+WORKERS ?=
+ifneq ($(WORKERS),)
+export CHURN__LOCAL_STACK__SPARK_WORKERS := $(WORKERS)
+endif
+JOB ?=
+ARGS ?=
 
 # A secured stack's credentials (CONFIG=secure, docs/security.md): `make up` writes them, and
 # the targets that run jobs load them into the environment, where the jobs read them.
 SECRETS := .local/stack/secrets.env
 WITH_SECRETS := if [ -f $(SECRETS) ]; then set -a; . ./$(SECRETS); set +a; fi;
 
-.PHONY: help setup jars up down status test test-fast lint k8s demo notebook bench soak clean
+.PHONY: help setup jars up down status cluster-up cluster-down submit test test-fast lint k8s demo notebook bench soak clean
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +52,16 @@ down:  ## stop the processes `make up` started
 
 status:  ## what is running, where it listens and logs
 	@$(VENV)/bin/churn-stack --config $(CONFIG) status
+
+cluster-up: setup  ## start a Spark standalone master and two workers (WORKERS=N) on 127.0.0.1 for `make submit` (master spark://127.0.0.1:7077, web UI :8080)
+	@$(VENV)/bin/churn-stack --config $(CONFIG) cluster-up
+
+cluster-down:  ## stop the Spark cluster `make cluster-up` started (`make down` stops it too)
+	@if [ -x $(VENV)/bin/churn-stack ]; then $(VENV)/bin/churn-stack --config $(CONFIG) cluster-down; fi
+
+submit: setup  ## spark-submit JOB (stream_features, stream_scores, train, score_batch, backfill_features) with ARGS to the cluster (SPARK_MASTER, default make cluster-up's): the project as a wheel, the jars with --jars
+	@test -n "$(JOB)" || { echo "make submit: JOB= names the job (stream_features, stream_scores, train, score_batch, backfill_features)" >&2; exit 2; }
+	@$(WITH_SECRETS) $(PY) -m infra.submit --config $(CONFIG) $(JOB) $(ARGS)
 
 test: setup  ## run the whole test suite (starts its own broker and MLflow server)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -14,10 +14,8 @@ running after a while (or answer on their port), then get the signal a terminal 
 send and must stop cleanly. `make test` itself is not repeated here: CI runs it next;
 `make test-fast` only collects its tests, which that suite runs.
 
-The spark-submit commands need "an existing Spark cluster": the walk starts a standalone
-one (a master and one worker from pyspark's own jars, on 127.0.0.1) and points
-SPARK_MASTER at it, with CHURN_CONFIG_FILE=conf/local.yaml. A real cluster would use
-shared storage; here the executors share the machine's disk.
+`make cluster-up` starts a Spark standalone cluster on 127.0.0.1 (the Spark that pyspark
+ships); `make submit` sends a job to it, and `make cluster-down` stops it (or `make down`).
 """
 
 from __future__ import annotations
@@ -89,6 +87,13 @@ def _demo_summary() -> None:
     )
 
 
+def _table_written(path: str) -> Callable[[], None]:
+    def check() -> None:
+        assert any((ROOT / path / "_delta_log").glob("*.json")), f"no Delta table at {path}"
+
+    return check
+
+
 def _ports_closed(*ports: int) -> Callable[[], None]:
     def check() -> None:
         for port in ports:
@@ -98,18 +103,8 @@ def _ports_closed(*ports: int) -> Callable[[], None]:
     return check
 
 
-SUBMIT_JARS = (
-    'PYSPARK_PYTHON="$PWD/.venv/bin/python" .venv/bin/spark-submit --master "$SPARK_MASTER" '
-    '--jars "$(.venv/bin/python -m infra.jars --print-spark-jars)" '
-    'jobs/backfill_features.py --config "$CHURN_CONFIG_FILE"'
-)
-SUBMIT_PACKAGES = (
-    'PYSPARK_PYTHON="$PWD/.venv/bin/python" .venv/bin/spark-submit --master "$SPARK_MASTER" '
-    "--conf spark.jars.ivySettings=jvm/ivysettings.xml "
-    "--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0,io.delta:delta-spark_4.2_2.13:4.4.0 "
-    'jobs/score_batch.py --config "$CHURN_CONFIG_FILE"'
-)
-CLUSTER_ENV = {"CHURN_CONFIG_FILE": "conf/local.yaml"}  # SPARK_MASTER: the walk's cluster
+SUBMIT = 'make submit JOB=score_batch ARGS="--output .local/warehouse/scores_on_cluster"'
+
 
 PLAN: list[Step] = [
     Step("make demo", check=_demo_summary, note="on the fresh clone: venv, jars, stack, demo"),
@@ -146,8 +141,9 @@ PLAN: list[Step] = [
         ".venv/bin/python -m jobs.replay --preset online-retail --topic retail-events "
         "../shared/data/online-retail"
     ),
-    Step(SUBMIT_JARS, env=CLUSTER_ENV),
-    Step(SUBMIT_PACKAGES, env=CLUSTER_ENV),
+    Step("make cluster-up"),
+    Step(SUBMIT, check=_table_written(".local/warehouse/scores_on_cluster")),
+    Step("make cluster-down", check=_ports_closed(7077, 8080)),
     Step("make bench", env={"STREAM_WINDOW_S": "30"}, note="a 30 s stream window in CI"),
     Step("make soak", env={"MINUTES": "1"}, note="one minute in CI: too short for a verdict"),
     Step("make down", check=_ports_closed(9092, 5000)),
@@ -155,64 +151,6 @@ PLAN: list[Step] = [
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class StandaloneCluster:
-    """A Spark standalone master and one worker on 127.0.0.1, from pyspark's jars."""
-
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.port = _free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    @property
-    def url(self) -> str:
-        return f"spark://127.0.0.1:{self.port}"
-
-    def _spark_class(self, *args: str, log: str) -> None:
-        py = ROOT / ".venv/bin/python"
-        home = subprocess.check_output(
-            [str(py), "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"],
-            text=True,
-        ).strip()
-        env = os.environ | {"SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1"}
-        out = (self.state / log).open("wb")
-        cmd = [f"{home}/bin/spark-class", *args]
-        self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
-
-    def start(self) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
-        self._spark_class(
-            "org.apache.spark.deploy.master.Master",
-            *("--host", "127.0.0.1", "--port", str(self.port)),
-            *("--webui-port", str(_free_port())),
-            log="master.log",
-        )
-        _wait_for(lambda: _listening(self.port), 60, "the Spark master")
-        self._spark_class(
-            "org.apache.spark.deploy.worker.Worker",
-            self.url,
-            *("--host", "127.0.0.1", "--cores", "2", "--memory", "3g"),
-            *("--webui-port", str(_free_port()), "--work-dir", str(self.state / "work")),
-            log="worker.log",
-        )
-        log = self.state / "master.log"
-        _wait_for(lambda: "Registering worker" in log.read_text(), 60, "a Spark worker")
-        print(f"walk: Spark standalone cluster at {self.url} (logs in {self.state})", flush=True)
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def _listening(port: int) -> bool:
@@ -334,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{i:2d}. [{s.how}] {s.command}" + (f"  ({s.note})" if s.note else ""))
         return 0
 
-    cluster = StandaloneCluster(ROOT / ".local/walk/spark-cluster")
     env = dict(os.environ)
     results: list[tuple[str, str, float]] = []
     try:
@@ -347,9 +284,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"walk: not run here: {step.note}", flush=True)
                 results.append((step.command, "skipped", 0.0))
                 continue
-            if "$SPARK_MASTER" in step.command and "SPARK_MASTER" not in env:
-                cluster.start()
-                env |= {"SPARK_MASTER": cluster.url, "SPARK_LOCAL_IP": "127.0.0.1"}
             t0 = time.monotonic()
             problem = run_step(step, env)
             if not problem and step.check:
@@ -365,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"walk: {'ok' if not problem else 'FAILED: ' + problem} ({took:.0f}s)", flush=True
             )
     finally:
-        cluster.stop()
         if not args.steps:  # a whole walk leaves nothing running; a partial one the stack
             subprocess.run(["make", "down"], cwd=ROOT, check=False, capture_output=True)
 

@@ -33,7 +33,16 @@ from pydantic import (
     model_validator,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+def _project_root() -> Path:
+    """Where relative local paths and conf/ names resolve: the checkout this package sits in;
+    installed from a wheel instead (shipped to a cluster with spark-submit --py-files, where
+    ``__file__`` is inside the wheel), the working directory (docs/decisions.md 65)."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+REPO_ROOT = _project_root()
 CONF_DIR = REPO_ROOT / "conf"
 ENV_PREFIX = "CHURN__"
 
@@ -387,6 +396,17 @@ class LocalStackConfig(_Model):
     it through spark.conf's fs.s3a settings (conf/cluster.yaml)."""
     object_store_port: int = Field(19000, ge=1024, le=65535)
     object_store_bucket: str = Field("churn-lake", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    spark_master_port: int = Field(7077, ge=1024, le=65535)
+    """The Spark standalone master `make cluster-up` starts (spark://127.0.0.1:<port>, from
+    the Spark that pyspark ships; infra/stack_spark.py), for jobs `make submit` sends."""
+    spark_master_webui_port: int = Field(8080, ge=1024, le=65535)
+    """The master's web UI (applications, workers, executors' logs)."""
+    spark_workers: int = Field(2, ge=1, le=8)
+    """Workers `make cluster-up` starts beside the master (`WORKERS=N` overrides)."""
+    spark_worker_cores: int = Field(1, ge=1)
+    """Cores each worker offers to executors."""
+    spark_worker_memory: str = Field("2g", pattern=r"^[0-9]+[mg]$")
+    """Memory each worker offers to executors (an executor takes 1g by default)."""
     secure: bool = False
     """Start the stack secured (conf/secure.yaml, docs/security.md): Kafka's listeners SASL_SSL
     (SCRAM-SHA-512) with a CA and certificate made on first start, ACLs per principal, and
@@ -405,6 +425,8 @@ class LocalStackConfig(_Model):
             self.mlflow_port,
             *((self.postgres_port,) if self.mlflow_backend == "postgresql" else ()),
             *((self.object_store_port,) if self.object_store else ()),
+            self.spark_master_port,
+            self.spark_master_webui_port,
         ]
         if len(set(ports)) != len(ports) or max(ports) > 65535:
             raise ValueError(
@@ -424,7 +446,8 @@ class LocalStackConfig(_Model):
                     else ""
                 )
                 + (f", object_store_port {self.object_store_port}" if self.object_store else "")
-                + " overlap"
+                + f", spark_master_port {self.spark_master_port}, spark_master_webui_port "
+                f"{self.spark_master_webui_port} overlap"
             )
         return self
 
@@ -554,7 +577,7 @@ def _describe(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _config_path(env_or_path: str | Path) -> Path:
+def config_path(env_or_path: str | Path) -> Path:
     path = Path(env_or_path)
     if path.suffix not in {".yaml", ".yml"}:
         path = CONF_DIR / f"{env_or_path}.yaml"
@@ -577,7 +600,7 @@ def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: extends: names one config (got {base!r})")
-    base_path = _config_path(path.parent / base if base.endswith((".yaml", ".yml")) else base)
+    base_path = config_path(path.parent / base if base.endswith((".yaml", ".yml")) else base)
     seen = (*seen, path.resolve())
     if base_path.resolve() in seen:
         raise ConfigError(f"{path}: extends: {base} goes round in a circle")
@@ -587,7 +610,7 @@ def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 def load_config(env_or_path: str | Path = "local", environ: dict[str, str] | None = None) -> Config:
     """Load ``conf/<env>.yaml`` (or a path to a YAML file; ``extends:`` layers it on another)
     plus ``CHURN__`` overrides."""
-    path = _config_path(env_or_path)
+    path = config_path(env_or_path)
     data = _merge(_read_file(path), env_overrides(environ))
     try:
         return Config.model_validate(data)

@@ -108,6 +108,11 @@ class Stack:
     object_store: bool = False
     object_store_port: int = 19000
     bucket: str = "churn-lake"
+    spark_master_port: int = 7077
+    spark_master_webui_port: int = 8080
+    spark_workers: int = 2
+    spark_worker_cores: int = 1
+    spark_worker_memory: str = "2g"
 
     @classmethod
     def from_config(cls, cfg: Config) -> Stack:
@@ -129,6 +134,11 @@ class Stack:
             object_store=s.object_store,
             object_store_port=s.object_store_port,
             bucket=s.object_store_bucket,
+            spark_master_port=s.spark_master_port,
+            spark_master_webui_port=s.spark_master_webui_port,
+            spark_workers=s.spark_workers,
+            spark_worker_cores=s.spark_worker_cores,
+            spark_worker_memory=s.spark_worker_memory,
         )
 
     def kafka_nodes(self) -> list[KafkaNode]:
@@ -335,9 +345,17 @@ def _process_group(pgid: int) -> list[psutil.Process]:
     return group
 
 
-def _clear_orphans(stack: Stack, service: str) -> str:
-    """Stop what a killed server of ``service`` left running, before starting a new one."""
+def _claim(stack: Stack, service: str, *ports: tuple[int, str]) -> str:
+    """Before starting ``service``, which does not run: stop what a killed server of it left
+    running, and refuse a port (with the config key that sets it) that another process holds.
+    Returns a note on the orphans stopped ("" when none)."""
     orphans = stop_service(stack, service)
+    for port, key in ports:
+        if _port_open(stack.host, port):
+            raise RuntimeError(
+                f"port {port} on {stack.host} is in use by a process this stack did not "
+                f"start; stop it or change local_stack.{key}"
+            )
     return f"stopped orphans of an earlier {service} (pids {orphans}); " if orphans else ""
 
 
@@ -501,18 +519,13 @@ def start_kafka(stack: Stack) -> str:
             _same_mode(stack, node.service)
             notes.append(f"{node.service} already running (pid {pid})")
             continue
-        cleared = _clear_orphans(stack, node.service)
-        if _port_open(stack.host, node.port) or _port_open(stack.host, node.controller_port):
-            raise RuntimeError(
-                f"port {node.port} or {node.controller_port} on {stack.host} is in use by a "
-                "process this stack did not start; stop it or change "
-                "local_stack.kafka_port / kafka_controller_port"
-            )
-        if stack.secured is not None and _port_open(stack.host, node.internal_port):
-            raise RuntimeError(
-                f"port {node.internal_port} on {stack.host} is in use by a process this stack "
-                "did not start; stop it or change local_stack.kafka_internal_port"
-            )
+        cleared = _claim(
+            stack,
+            node.service,
+            (node.port, "kafka_port"),
+            (node.controller_port, "kafka_controller_port"),
+            *([(node.internal_port, "kafka_internal_port")] if stack.secured else []),
+        )
         props = stack.path(node.service, "server.properties")
         # A secured node's file holds the admin's password: its owner's eyes only.
         private_file(props, _server_properties(stack, node))
@@ -613,12 +626,7 @@ def start_mlflow(stack: Stack) -> str:
                 f"wants {stack.mlflow_backend} (local_stack.mlflow_backend): `make down` first"
             )
         return f"mlflow already running (pid {pid}){_provision_mlflow(stack)}"
-    cleared = _clear_orphans(stack, "mlflow")
-    if _port_open(stack.host, stack.mlflow_port):
-        raise RuntimeError(
-            f"port {stack.mlflow_port} on {stack.host} is in use by a process this "
-            "stack did not start; stop it or change local_stack.mlflow_port"
-        )
+    cleared = _claim(stack, "mlflow", (stack.mlflow_port, "mlflow_port"))
     d = stack.state_dir / "mlflow"
     (d / "artifacts").mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -685,12 +693,7 @@ def start_object_store(stack: Stack) -> str:
     pid = running_pid(stack, service)
     if pid is not None:
         return f"s3proxy already running (pid {pid}), bucket {stack.bucket}"
-    cleared = _clear_orphans(stack, service)
-    if _port_open(stack.host, stack.object_store_port):
-        raise RuntimeError(
-            f"port {stack.object_store_port} on {stack.host} is in use by a process this "
-            "stack did not start; stop it or change local_stack.object_store_port"
-        )
+    cleared = _claim(stack, service, (stack.object_store_port, "object_store_port"))
     (jar,) = jars.classpath("s3proxy", stack.jars_dir)
     props = d / "s3proxy.conf"
     props.write_text(
@@ -739,12 +742,7 @@ def start_postgres(stack: Stack) -> str:
     pid = running_pid(stack, service)
     if pid is not None:
         return f"postgres already running (pid {pid})"
-    cleared = _clear_orphans(stack, service)
-    if _port_open(stack.host, stack.postgres_port):
-        raise RuntimeError(
-            f"port {stack.postgres_port} on {stack.host} is in use by a process this stack "
-            "did not start; stop it or change local_stack.postgres_port"
-        )
+    cleared = _claim(stack, service, (stack.postgres_port, "postgres_port"))
     pg = stack_postgres.ensure_installed()
     user = stack_postgres.run_as()
     d.mkdir(parents=True, exist_ok=True)
@@ -827,6 +825,10 @@ def up(stack: Stack) -> None:
 
 
 def down(stack: Stack) -> None:
+    from infra import stack_spark
+
+    if (stack.state_dir / stack_spark.MASTER).is_dir():  # `make cluster-up`'s, when it ran
+        stack_spark.cluster_down(stack)
     # MLflow before its database and store; each of those when it ran, whatever this config.
     postgres = stack.mlflow_backend == "postgresql" or (stack.state_dir / "postgres").is_dir()
     s3proxy = stack.object_store or (stack.state_dir / "s3proxy").is_dir()
@@ -979,6 +981,13 @@ def _main(argv: list[str] | None) -> int:
     sub.add_parser("down", help="stop the processes `up` started")
     sub.add_parser("status", help="show what answers, where it listens and logs; exit 1 if not up")
     sub.add_parser(
+        "cluster-up",
+        help="start a Spark standalone master and local_stack.spark_workers workers on "
+        "127.0.0.1 (pyspark's Spark), for `make submit`; wait until every worker registered",
+    )
+    sub.add_parser("cluster-down", help="stop the Spark standalone cluster `cluster-up` started")
+    sub.add_parser("cluster-status", help="show the Spark cluster; exit 1 if a worker is missing")
+    sub.add_parser(
         "provision-mlflow",
         help="as MLflow's admin, make the pipeline's users (passwords from the env vars "
         "mlflow.credentials names), experiment and model, and grant each user its permission, "
@@ -996,7 +1005,16 @@ def _main(argv: list[str] | None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.command == "up":
+        if args.command.startswith("cluster-"):
+            from infra import stack_spark
+
+            if args.command == "cluster-up":
+                stack_spark.cluster_up(stack)
+            elif args.command == "cluster-down":
+                stack_spark.cluster_down(stack)
+            elif not stack_spark.cluster_status(stack):
+                return 1
+        elif args.command == "up":
             up(stack)
         elif args.command == "down":
             down(stack)

@@ -240,7 +240,13 @@ def test_postgres_port_must_not_clash_once_mlflow_runs_on_postgresql():
         "CHURN__LOCAL_STACK__MLFLOW_BACKEND": "postgresql",
         "CHURN__LOCAL_STACK__POSTGRES_PORT": "5000",
     }
-    with pytest.raises(ConfigError, match="postgres_port 5000 overlap"):
+    with pytest.raises(ConfigError, match="postgres_port 5000, spark_master_port"):
         load_config("local", environ=clash)
     # on SQLite the port is unused, so it may be anything
     load_config("local", environ={"CHURN__LOCAL_STACK__POSTGRES_PORT": "5000"})
+
+
+def test_the_spark_masters_ports_must_not_clash_with_the_stacks():
+    clash = {"CHURN__LOCAL_STACK__SPARK_MASTER_WEBUI_PORT": "5000"}
+    with pytest.raises(ConfigError, match=r"mlflow_port 5000.*spark_master_webui_port 5000"):
+        load_config("local", environ=clash)

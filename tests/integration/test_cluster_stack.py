@@ -8,7 +8,9 @@ state dir on free loopback ports, and:
   in PostgreSQL (read back with SQL), and both outlive a restart of the stack;
 - the notebooks run against it;
 - both streaming jobs, killed with SIGKILL under traffic and restarted from their
-  checkpoints on the object store, lose and double nothing.
+  checkpoints on the object store, lose and double nothing;
+- the five jobs, submitted with spark-submit to a standalone cluster (a master and two
+  workers), build the same tables and scores as the demo's local[2] run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ import pytest
 import yaml
 
 from infra import stack as local_stack
-from infra import stack_postgres
+from infra import stack_postgres, stack_spark, submit
 from infra.config import REPO_ROOT, Config, load_config
 from tests.conftest import free_port
 from tests.integration import notebooks
@@ -57,7 +60,9 @@ def cluster() -> Iterator[ClusterStack]:
     root = Path(tempfile.mkdtemp(prefix="churn-cluster-"))
     root.chmod(0o755)
     state = root / "stack"
-    kafka, controller, mlflow_port, pg_port, s3_port = (free_port() for _ in range(5))
+    kafka, controller, mlflow_port, pg_port, s3_port, master, master_ui = (
+        free_port() for _ in range(7)
+    )
     overrides = {
         "kafka": {"bootstrap_servers": f"127.0.0.1:{kafka}"},
         "mlflow": {"tracking_uri": f"http://127.0.0.1:{mlflow_port}"},
@@ -74,6 +79,8 @@ def cluster() -> Iterator[ClusterStack]:
             "mlflow_port": mlflow_port,
             "postgres_port": pg_port,
             "object_store_port": s3_port,
+            "spark_master_port": master,
+            "spark_master_webui_port": master_ui,
         },
     }
     config_path = root / "cluster.yaml"
@@ -211,6 +218,96 @@ def test_both_jobs_killed_under_load_restart_from_checkpoints_on_the_store(clust
         f"\ncrash on the object store: kills {cycles['stream_features']['kills']} (features) "
         f"{cycles['stream_scores']['kills']} (scorer); {check.stdout.strip().splitlines()[-1]}"
     )
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(cluster: ClusterStack) -> Iterator[str]:
+    """`make cluster-up`'s standalone cluster (a master and two one-core workers) in the
+    stack's state dir; its master's URL."""
+    stack_spark.cluster_up(cluster.stack)
+    try:
+        yield stack_spark.master_url(cluster.stack)
+    finally:
+        stack_spark.cluster_down(cluster.stack)
+
+
+def test_every_job_submitted_to_a_standalone_cluster_matches_local_mode(
+    cluster, demo, spark_cluster
+):
+    """The five jobs through `make submit` (spark-submit --master spark://..., the project as a
+    wheel, the jars with --jars) on the demo's events, into a warehouse of their own on the
+    object store: every table and score equals the demo's local[2] run."""
+    from mlflow import MlflowClient
+
+    python = submit.cluster_python()
+    alone = subprocess.run([str(python), "-c", "import infra"], capture_output=True, cwd="/")
+    assert alone.returncode != 0, "the cluster's Python must get the project from the wheel only"
+
+    on = f"s3a://{cluster.stack.bucket}/on-cluster"
+    t = cluster.cfg.kafka.topics
+    config = cluster.root / "on-cluster.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "extends": str(cluster.config_path),
+                "storage": {"warehouse": f"{on}/warehouse", "checkpoints": f"{on}/checkpoints"},
+                "stream_features": {"id_index_dir": str(cluster.root / "on-cluster-ids")},
+                "kafka": {"topics": {"dlq": f"{t.dlq}-on-cluster", "scores": f"{t.scores}-oc"}},
+                "mlflow": {"model_name": "churn-on-cluster"},
+                "training": {"state_dir": str(cluster.root / "on-cluster-training")},
+            }
+        )
+    )
+    jobs = [
+        ("stream_features", ["--available-now"]),
+        ("train", []),
+        ("stream_scores", ["--available-now"]),
+        ("backfill_features", ["--warehouse", f"{on}/warehouse/backfill"]),
+        ("score_batch", ["--output", f"{on}/warehouse/batch_scores"]),
+    ]
+    took = {}
+    for job, args in jobs:
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "infra.submit", "--config", str(config), job, *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "SPARK_MASTER": spark_cluster},
+        )
+        assert done.returncode == 0, f"{job}:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        took[job] = time.monotonic() - t0
+        (command,) = [line for line in done.stderr.splitlines() if line.startswith("submit: ")]
+        assert f"--master {spark_cluster} --py-files " in command, command
+        assert ".zip --jars " in command and "hadoop-aws" in command, command
+    print(f"\non the cluster: {', '.join(f'{j} {s:.0f}s' for j, s in took.items())}")
+    print(command)
+
+    # Training on the cluster saw the demo's rows: the same model, by its test metrics.
+    uri = cluster.cfg.mlflow.tracking_uri
+    client = MlflowClient(uri, uri)
+    metrics = [
+        client.get_run(client.get_model_version_by_alias(name, "champion").run_id).data.metrics
+        for name in (cluster.cfg.mlflow.model_name, "churn-on-cluster")
+    ]
+    tested = {k for k in metrics[0] if k.startswith("test_")}
+    assert tested and {k: metrics[0][k] for k in tested} == {k: metrics[1][k] for k in tested}
+
+    compared = subprocess.run(
+        [
+            *(sys.executable, "-m", "tests.integration.compare_runs"),
+            *(str(cluster.config_path), cluster.cfg.warehouse_location(), f"{on}/warehouse"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = compared.stdout.strip()
+    print(report)
+    assert compared.returncode == 0, report + compared.stderr[-5000:]
+    assert report.count("\n") == 8, report  # every comparison ran
 
 
 def test_the_registry_and_the_store_outlive_a_restart_of_the_stack(cluster, demo):
