@@ -715,26 +715,6 @@ def start_object_store(stack: Stack) -> str:
 # --- PostgreSQL ------------------------------------------------------------------------
 
 
-def _reachable_by(user: str, path: Path) -> bool:
-    """``user`` can walk down to ``path`` (each ancestor searchable by it)."""
-    import grp
-    import pwd
-
-    entry = pwd.getpwnam(user)
-    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
-    for parent in [*reversed(path.parents), path]:
-        st = parent.stat()
-        if st.st_uid == entry.pw_uid:
-            bit = 0o100
-        elif st.st_gid in groups:
-            bit = 0o010
-        else:
-            bit = 0o001
-        if not st.st_mode & bit:
-            return False
-    return True
-
-
 def start_postgres(stack: Stack) -> str:
     """MLflow's backend store when local_stack.mlflow_backend is postgresql: the stack's own
     PostgreSQL cluster (infra/stack_postgres.py), started, answering, with MLflow's database."""
@@ -746,18 +726,11 @@ def start_postgres(stack: Stack) -> str:
     pg = stack_postgres.ensure_installed()
     user = stack_postgres.run_as()
     d.mkdir(parents=True, exist_ok=True)
-    if user is not None and not _reachable_by(user, d):
-        raise RuntimeError(
-            f"PostgreSQL runs as {user} (it refuses root) and {user} cannot reach {d}: give "
-            "local_stack.state_dir a place every user can traverse (chmod o+x its parents)"
-        )
+    stack_postgres.check_reachable(user, d)
     made = stack_postgres.init_cluster(pg, d)
     log = d / "server.log"
     log.touch()
-    if user is not None:
-        import shutil
-
-        shutil.chown(log, user)
+    stack_postgres.chown_to(log, user)
     cmd = stack_postgres.server_command(pg, d, stack.host, stack.postgres_port)
     pid = _spawn(stack, service, cmd, log, user=user)
     probe = functools.partial(stack_postgres.ready, d, stack.host, stack.postgres_port)

@@ -14,6 +14,7 @@ user, which then owns the data directory.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import secrets
@@ -80,6 +81,33 @@ def run_as() -> str | None:
     return "postgres"
 
 
+def reachable_by(user: str, path: Path) -> bool:
+    """``user`` can walk down to ``path`` (each ancestor searchable by it)."""
+    entry = pwd.getpwnam(user)
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for parent in [*reversed(path.parents), path]:
+        st = parent.stat()
+        if st.st_uid == entry.pw_uid:
+            bit = 0o100
+        elif st.st_gid in groups:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def check_reachable(user: str | None, service_dir: Path) -> None:
+    """The server's user (None: this one) can reach its data directory, or a clear error."""
+    if user is not None and not reachable_by(user, service_dir):
+        raise RuntimeError(
+            f"PostgreSQL runs as {user} (it refuses root) and {user} cannot reach "
+            f"{service_dir}: give local_stack.state_dir a place every user can traverse "
+            "(chmod o+x its parents)"
+        )
+
+
 def password(service_dir: Path) -> str:
     """The role's password, made on first use (mode 600)."""
     path = service_dir / "password"
@@ -91,7 +119,7 @@ def password(service_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _chown(path: Path, user: str | None) -> None:
+def chown_to(path: Path, user: str | None) -> None:
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -111,7 +139,7 @@ def init_cluster(pg: Path, service_dir: Path) -> bool:
     with os.fdopen(fd, "w") as out:
         out.write(secret + "\n")
     for path in (service_dir, data, pwfile):
-        _chown(path, user)
+        chown_to(path, user)
     try:
         done = subprocess.run(
             [
