@@ -20,6 +20,7 @@ Everything after the job's name goes to the job; ``--config`` goes to both.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shlex
@@ -51,35 +52,43 @@ def _source_hash() -> str:
 
 
 def build_wheel(dist: Path = DIST) -> Path:
-    """The project's wheel, built with pip from a copy of the sources (no build/ or
-    egg-info left in the checkout) when they changed since the last build, and beside it a
-    copy named .zip: pyspark puts only .zip, .egg and .jar files of --py-files on the
-    executors' sys.path, and a pure-Python wheel is a zip of the packages at its root."""
-    digest = _source_hash()
-    stamp = dist / "source.sha256"
-    shipped = sorted(dist.glob("churn_pipeline-*.zip"))
-    if len(shipped) == 1 and stamp.exists() and stamp.read_text() == digest:
-        return shipped[0]
-    print("submit: building the project's wheel...", file=sys.stderr, flush=True)
-    shutil.rmtree(dist, ignore_errors=True)
-    dist.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for name in ("pyproject.toml", "README.md", "LICENSE"):
-            shutil.copy2(REPO_ROOT / name, src / name)
-        for package in PACKAGES:
-            shutil.copytree(
-                REPO_ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
+    """The project's wheel for the sources as they are, built with pip from a copy of them
+    (no build/ or egg-info left in the checkout) into ``dist/<their hash>/`` when they
+    changed, and beside it a copy named .zip, which this returns: pyspark puts only .zip,
+    .egg and .jar files of --py-files on the executors' sys.path, and a pure-Python wheel is
+    a zip of the packages at its root. Submits started together build it once (a lock)."""
+    digest = _source_hash()[:16]
+    dist.mkdir(parents=True, exist_ok=True)
+    with (dist / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shipped = sorted((dist / digest).glob("churn_pipeline-*.zip"))
+        if len(shipped) == 1:
+            return shipped[0]
+        print("submit: building the project's wheel...", file=sys.stderr, flush=True)
+        for old in dist.iterdir():  # earlier sources' wheels
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old != Path(lock.name):
+                old.unlink()
+        with tempfile.TemporaryDirectory() as tmp:
+            src, out = Path(tmp) / "src", Path(tmp) / "out"
+            src.mkdir()
+            for name in ("pyproject.toml", "README.md", "LICENSE"):
+                shutil.copy2(REPO_ROOT / name, src / name)
+            for package in PACKAGES:
+                shutil.copytree(
+                    REPO_ROOT / package,
+                    src / package,
+                    ignore=shutil.ignore_patterns("__pycache__"),
+                )
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+                check=True,
             )
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)],
-            check=True,
-        )
-    (wheel,) = dist.glob("churn_pipeline-*.whl")
-    shipped_zip = wheel.with_suffix(".zip")
-    shutil.copy2(wheel, shipped_zip)
-    stamp.write_text(digest)
+            (wheel,) = out.glob("churn_pipeline-*.whl")
+            shutil.copy2(wheel, out / wheel.with_suffix(".zip").name)
+            shutil.move(out, dist / digest)
+    (shipped_zip,) = (dist / digest).glob("churn_pipeline-*.zip")
     return shipped_zip
 
 
