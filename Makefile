@@ -84,9 +84,9 @@ notebook: setup  ## JupyterLab in the venv on 127.0.0.1:8888 (NOTEBOOK_PORT), op
 	@$(WITH_SECRETS) CHURN_CONFIG=$(CONFIG) $(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(NOTEBOOK_ARGS)
 
-bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH_ARGS): ratios to references measured in the same run
+bench: up  ## benchmarks (BENCH=parse|ingest|stream: one; STREAM_WINDOW_S, BENCH_ARGS): ratios to references measured in the same run; BENCH=cluster (not in the default set): the feature stream on one Spark worker against two
 	@for b in $(or $(BENCH),parse ingest stream); do \
-	  case $$b in parse|ingest|stream) ;; *) echo "make bench: BENCH=$$b: not one of parse, ingest, stream" >&2; exit 2;; esac; \
+	  case $$b in parse|ingest|stream|cluster) ;; *) echo "make bench: BENCH=$$b: not one of parse, ingest, stream, cluster" >&2; exit 2;; esac; \
 	  echo "bench: $$b"; start=$$(date +%s); \
 	  extra=$$([ $$b = stream ] && echo --window-s $(STREAM_WINDOW_S)); \
 	  $(PY) -m benchmarks.bench_$$b --out .local/bench/results.jsonl $$extra $(BENCH_ARGS) || exit $$?; \
