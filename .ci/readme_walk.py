@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--steps",
         metavar="A-B",
-        help="run only these steps (1-based, inclusive), e.g. 20-22; for debugging one part",
+        help="run only these steps (1-based, inclusive), e.g. 20-22; for debugging one part "
+        "(it leaves the stack, and a Spark cluster its steps started, running)",
     )
     args = p.parse_args(argv)
     problems = check_plan(readme_commands(README.read_text(encoding="utf-8")))

@@ -58,6 +58,19 @@ def on_s3a(cfg: Config) -> bool:
     return any(loc.startswith("s3a://") for loc in (cfg.storage.warehouse, cfg.storage.checkpoints))
 
 
+def job_jars(cfg: Config) -> tuple[list[Path], list[str]]:
+    """A job's JVM dependencies, as (jar files, Maven coordinates): ``spark.packages`` when
+    configured, else the jars `make setup` fetched (the connectors, the validator's fast
+    path, and hadoop-aws with the AWS SDK only when storage is on s3a://)."""
+    if cfg.spark.packages:
+        return [], list(cfg.spark.packages)
+    jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
+    classpath = jars.spark_classpath(jar_dir)
+    if on_s3a(cfg):
+        classpath += jars.classpath("s3", jar_dir)
+    return classpath, []
+
+
 def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[str, str]:
     """Every Spark setting the session gets, as plain strings (testable without a JVM).
 
@@ -86,15 +99,12 @@ def spark_conf(cfg: Config, app_name: str, *, light_jit: bool = False) -> dict[s
             conf["spark.driver.host"] = "127.0.0.1"
             conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.memory"] = cfg.spark.driver_memory
-        if cfg.spark.packages:
-            conf["spark.jars.packages"] = ",".join(cfg.spark.packages)
+        files, packages = job_jars(cfg)
+        if packages:
+            conf["spark.jars.packages"] = ",".join(packages)
             conf["spark.jars.ivySettings"] = str(IVY_SETTINGS)
         else:
-            jar_dir = Path(cfg.resolve(cfg.spark.jars_dir))
-            classpath = jars.spark_classpath(jar_dir)
-            if on_s3a(cfg):  # hadoop-aws and the AWS SDK, only where they are needed
-                classpath += jars.classpath("s3", jar_dir)
-            conf["spark.jars"] = ",".join(str(p) for p in classpath)
+            conf["spark.jars"] = ",".join(str(p) for p in files)
     conf.update(cfg.spark.conf)
     if local_driver(cfg):
         # The driver maps the classes `make setup` archived (docs/decisions.md, decision 47).

@@ -5,7 +5,7 @@ jobs that `make submit` sends with spark-submit (infra/submit.py, docs/deploy.md
 Each process is a service of the local stack (state, log and pid under
 ``<state_dir>/spark-master`` and ``spark-worker-N``), started, found and stopped like
 Kafka's nodes. A worker offers ``spark_worker_cores`` cores and ``spark_worker_memory``;
-executors' scratch files go under its ``work/`` folder.
+its executors' logs go under its ``work/`` folder, their shuffle files under ``scratch/``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def _spawn_spark(stack: st.Stack, service: str, main_class: str, args: list[str]
     env = os.environ | {
         "SPARK_HOME": str(home),
         "SPARK_LOCAL_IP": stack.host,
-        "SPARK_LOG_DIR": str(d),
+        # Executors' shuffle and block files, under the service's folder (not /tmp).
+        "SPARK_LOCAL_DIRS": str(d / "scratch"),
         # The daemons' own heap (Spark's default is 1g): they only keep the books.
         "SPARK_DAEMON_MEMORY": "512m",
     }
@@ -113,12 +114,17 @@ def cluster_up(stack: st.Stack) -> None:
         )
         print(f"{cleared}{service} started (pid {wpid})", flush=True)
     want = len(workers(stack))
+
+    def registered() -> bool:
+        for service in workers(stack):  # a worker that died at start: its own log says why
+            if st.running_pid(stack, service) is None:
+                log = stack.path(service, "server.log")
+                tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
+                raise RuntimeError(f"{service} exited; last lines of {log}:\n" + "\n".join(tail))
+        return (alive_workers(stack) or 0) >= want
+
     st._wait_ready(
-        "the Spark workers",
-        pid,
-        lambda: (alive_workers(stack) or 0) >= want,
-        stack.path(MASTER, "server.log"),
-        stack.timeout_s,
+        "the Spark workers", pid, registered, stack.path(MASTER, "server.log"), stack.timeout_s
     )
     cluster_status(stack)
 

@@ -5,8 +5,9 @@ The project travels as a built artifact: a wheel built from this checkout (into
 Kafka connector and Delta, the event validator's fast path, and hadoop-aws with the AWS SDK
 when storage is on s3a://. The driver and the executors run ``.local/cluster-python``, a
 Python with the project's dependencies but without the project (a cluster's image or packed
-environment plays that part), so every module of ours that a job imports comes from the
-wheel (docs/decisions.md 65).
+environment plays that part), so every module of ours that the job's entry script
+(jobs/<job>.py, which spark-submit takes as a file) imports comes from the wheel
+(docs/decisions.md 65).
 
   make cluster-up                                   # a master and two workers on 127.0.0.1
   python -m infra.submit stream_features --available-now
@@ -32,10 +33,9 @@ import tempfile
 import venv
 from pathlib import Path
 
-from infra import jars
 from infra.cli import UsageError, add_config_arguments, run
 from infra.config import REPO_ROOT, Config, config_path, load_config
-from infra.spark import LIGHT_JIT, THREAD_STACK, on_s3a
+from infra.spark import IVY_SETTINGS, LIGHT_JIT, THREAD_STACK, job_jars
 
 JOBS = ("stream_features", "stream_scores", "train", "score_batch", "backfill_features")
 PACKAGES = ("infra", "features", "training", "jobs", "sources", "store", "scoring")
@@ -43,33 +43,38 @@ DIST = REPO_ROOT / ".local" / "dist"
 CLUSTER_PYTHON = REPO_ROOT / ".local" / "cluster-python"
 
 
-def _source_hash() -> str:
-    h = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes())
+KEEP_BUILDS = 3
+"""Wheels of earlier sources kept: a running job's driver and new executors still read the
+one it was submitted with."""
+
+
+def _source_hash(root: Path) -> str:
+    h = hashlib.sha256((root / "pyproject.toml").read_bytes())
     for package in PACKAGES:
-        for path in sorted((REPO_ROOT / package).rglob("*.py")):
-            h.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _shipped(build: Path) -> Path | None:
+    found = sorted(build.glob("churn_pipeline-*.zip"))
+    return found[0] if len(found) == 1 else None
 
 
 def build_wheel(dist: Path = DIST) -> Path:
-    """The project's wheel for the sources as they are, built with pip from a copy of them
-    (no build/ or egg-info left in the checkout) into ``dist/<their hash>/`` when they
-    changed, and beside it a copy named .zip, which this returns: pyspark puts only .zip,
-    .egg and .jar files of --py-files on the executors' sys.path, and a pure-Python wheel is
-    a zip of the packages at its root. Submits started together build it once (a lock)."""
-    digest = _source_hash()[:16]
+    """The project's wheel for the sources as they are, built with pip (no build isolation:
+    the venv's setuptools, no index needed) from a copy of them, so no build/ or egg-info is
+    left in the checkout, into ``dist/<the copy's hash>/``; and beside it a copy named .zip,
+    which this returns: pyspark puts only .zip, .egg and .jar files of --py-files on the
+    executors' sys.path, and a pure-Python wheel is a zip of the packages at its root.
+    Submits started together build it once (a lock); the last KEEP_BUILDS builds stay."""
     dist.mkdir(parents=True, exist_ok=True)
     with (dist / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        shipped = sorted((dist / digest).glob("churn_pipeline-*.zip"))
-        if len(shipped) == 1:
-            return shipped[0]
+        current = _shipped(dist / _source_hash(REPO_ROOT))
+        if current is not None:
+            return current
         print("submit: building the project's wheel...", file=sys.stderr, flush=True)
-        for old in dist.iterdir():  # earlier sources' wheels
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old != Path(lock.name):
-                old.unlink()
         with tempfile.TemporaryDirectory() as tmp:
             src, out = Path(tmp) / "src", Path(tmp) / "out"
             src.mkdir()
@@ -82,36 +87,57 @@ def build_wheel(dist: Path = DIST) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__"),
                 )
             subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+                [
+                    *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"),
+                    *("--no-build-isolation", "-w", str(out), str(src)),
+                ],
                 check=True,
             )
             (wheel,) = out.glob("churn_pipeline-*.whl")
             shutil.copy2(wheel, out / wheel.with_suffix(".zip").name)
-            shutil.move(out, dist / digest)
-    (shipped_zip,) = (dist / digest).glob("churn_pipeline-*.zip")
-    return shipped_zip
+            build = dist / _source_hash(src)  # what was built, were a file edited meanwhile
+            if not build.exists():
+                shutil.move(out, build)
+        builds = sorted((d for d in dist.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+        for old in builds[:-KEEP_BUILDS]:
+            if old != build:
+                shutil.rmtree(old)
+    shipped = _shipped(build)
+    assert shipped is not None, build
+    return shipped
 
 
 def cluster_python(target: Path = CLUSTER_PYTHON) -> Path:
     """A Python with this venv's packages but not the project: a venv whose site-packages
     holds one .pth line naming this venv's site-packages. Python reads .pth files only in
     its own site dirs, so the editable install's finder (a .pth of this venv) never runs
-    there, and ``import infra`` works only from the wheel."""
+    there, and ``import infra`` works only from the wheel. Made once, under a lock: jobs
+    submitted together never see it half-made."""
     python = target / "bin" / "python"
-    if not python.exists():
-        venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
-    site = subprocess.check_output(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        text=True,
-    ).strip()
-    (Path(site) / "churn-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    line = sysconfig.get_paths()["purelib"] + "\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / ".cluster-python.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not python.exists():
+            venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
+        site = subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            text=True,
+        ).strip()
+        pth = Path(site) / "churn-dependencies.pth"
+        if not pth.exists() or pth.read_text() != line:
+            tmp = pth.with_suffix(".tmp")
+            tmp.write_text(line)
+            os.replace(tmp, pth)
     return python
 
 
 def default_master(cfg: Config) -> str:
     """$SPARK_MASTER, else the standalone master `make cluster-up` starts."""
-    s = cfg.local_stack
-    return os.environ.get("SPARK_MASTER") or f"spark://{s.host}:{s.spark_master_port}"
+    from infra.stack import Stack
+    from infra.stack_spark import master_url
+
+    return os.environ.get("SPARK_MASTER") or master_url(Stack.from_config(cfg))
 
 
 def command(
@@ -128,10 +154,7 @@ def command(
     """The spark-submit command line that runs ``job`` on ``master``."""
     from infra.stack_spark import spark_home
 
-    jar_dir = cfg.resolve(cfg.spark.jars_dir)
-    classpath = jars.spark_classpath(jar_dir)
-    if on_s3a(cfg):
-        classpath += jars.classpath("s3", jar_dir)
+    files, packages = job_jars(cfg)
     # The driver's JVM options are the command's (infra/spark.py sets them only for a local
     # driver): the stack size a failing batch's traceback needs (decision 58), and for the
     # scorer the C1-only JIT (decision 49).
@@ -140,7 +163,10 @@ def command(
         str(spark_home() / "bin" / "spark-submit"),
         *("--master", master),
         *("--py-files", str(wheel)),
-        *("--jars", ",".join(str(p) for p in classpath)),
+        *(("--jars", ",".join(str(p) for p in files)) if files else ()),
+        *(("--packages", ",".join(packages)) if packages else ()),
+        *(("--conf", f"spark.jars.ivySettings={IVY_SETTINGS}") if packages else ()),
+        *("--driver-memory", cfg.spark.driver_memory),
         *("--conf", f"spark.pyspark.python={python}"),
         *("--conf", f"spark.pyspark.driver.python={python}"),
         *("--driver-java-options", " ".join(java_options)),

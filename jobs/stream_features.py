@@ -6,7 +6,7 @@ records go to the dead-letter topic and the quarantine table with their reason.
 
   python -m jobs.stream_features                 # run until stopped (Ctrl-C)
   python -m jobs.stream_features --available-now # drain what is in the topic, then stop
-  spark-submit --jars "$(python -m infra.jars --print-spark-jars)" jobs/stream_features.py
+  python -m infra.submit --cores 1 stream_features  # on a Spark cluster (make submit)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ model is at the alias, the job waits and says so. See docs/scoring.md.
 
   python -m jobs.stream_scores                  # run until stopped (Ctrl-C)
   python -m jobs.stream_scores --available-now  # score every pending update, then stop
-  spark-submit --jars "$(python -m infra.jars --print-spark-jars)" jobs/stream_scores.py
+  python -m infra.submit --cores 1 stream_scores  # on a Spark cluster (make submit)
 """
 
 from __future__ import annotations

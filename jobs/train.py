@@ -6,8 +6,7 @@ records the daily table's Delta version on success (what the scheduler compares 
 
   python -m jobs.train                              # conf/local.yaml
   python -m jobs.train --config conf/prod.yaml --if-new-data
-  spark-submit --master spark://host:7077 --jars "$(python -m infra.jars --print-spark-jars)" \\
-      jobs/train.py --config conf/prod.yaml
+  python -m infra.submit --master spark://host:7077 --config conf/prod.yaml train
 
 Exit status: 0 trained or skipped (the reason is logged), 1 the training failed.
 """

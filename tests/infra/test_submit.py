@@ -68,6 +68,7 @@ def test_the_command_ships_the_wheel_the_jars_and_the_config(tmp_path):
     opts = dict(zip(cmd[1:-4:2], cmd[2:-4:2], strict=True))
     assert opts["--master"] == "spark://127.0.0.1:7077" and opts["--py-files"] == str(wheel)
     assert opts["--total-executor-cores"] == "1"
+    assert opts["--driver-memory"] == cfg.spark.driver_memory  # spark_conf leaves it to us
     assert opts["--driver-java-options"] == "-Xss16m -XX:TieredStopAtLevel=1"
     jars = opts["--jars"].split(",")
     assert any("delta-spark" in j for j in jars) and not any("hadoop-aws" in j for j in jars)
@@ -93,3 +94,19 @@ def test_the_command_ships_the_wheel_the_jars_and_the_config(tmp_path):
 def test_a_config_after_the_job_is_a_usage_error():
     with pytest.raises(UsageError, match="--config before the job"):
         submit.main(["train", "--config", "cluster"])
+
+
+def test_maven_coordinates_go_to_packages_with_the_projects_ivy_settings(tmp_path):
+    coords = ["io.delta:delta-spark_4.2_2.13:4.4.0"]
+    cfg = load_config("local", environ={"CHURN__SPARK__PACKAGES": f"[{coords[0]}]"})
+    cmd = submit.command(
+        cfg,
+        REPO_ROOT / "conf" / "local.yaml",
+        "score_batch",
+        [],
+        master="spark://h:7077",
+        wheel=tmp_path / "p.zip",
+        python=tmp_path / "python",
+    )
+    assert cmd[cmd.index("--packages") + 1] == coords[0] and "--jars" not in cmd
+    assert f"spark.jars.ivySettings={REPO_ROOT / 'jvm' / 'ivysettings.xml'}" in cmd

@@ -270,25 +270,38 @@ def test_every_job_submitted_to_a_standalone_cluster_matches_local_mode(
     ]
     took, logs = {}, cluster.root / "on-cluster-logs"
     logs.mkdir(exist_ok=True)
+    submit.build_wheel()  # once, before jobs start side by side
+    submit_cmd = [sys.executable, "-m", "infra.submit", "--config", str(config)]
     for phase in phases:
         t0, running = time.monotonic(), {}
-        for job, args in phase:
-            cores = ["--cores", "1"] if len(phase) > 1 else []
-            running[job] = subprocess.Popen(
-                [sys.executable, "-m", "infra.submit", "--config", str(config), *cores, job, *args],
-                cwd=REPO_ROOT,
-                stdout=(logs / f"{job}.out").open("w"),
-                stderr=(logs / f"{job}.err").open("w"),
-                env={**os.environ, "SPARK_MASTER": spark_cluster},
-            )
-        for job, proc in running.items():
-            rc = proc.wait(timeout=900)
-            out, err = ((logs / f"{job}.{x}").read_text() for x in ("out", "err"))
-            assert rc == 0, f"{job}:\n{out[-3000:]}\n{err[-6000:]}"
-            took[job] = time.monotonic() - t0
-            (command,) = [line for line in err.splitlines() if line.startswith("submit: ")]
-            assert f"--master {spark_cluster} --py-files " in command, command
-            assert ".zip --jars " in command and "hadoop-aws" in command, command
+        try:
+            for job, args in phase:
+                cores = ["--cores", "1"] if len(phase) > 1 else []
+                with (logs / f"{job}.out").open("w") as out, (logs / f"{job}.err").open("w") as err:
+                    running[job] = subprocess.Popen(
+                        [*submit_cmd, *cores, job, *args],
+                        cwd=REPO_ROOT,
+                        stdout=out,
+                        stderr=err,
+                        env={**os.environ, "SPARK_MASTER": spark_cluster},
+                    )
+            for job, proc in running.items():
+                rc = proc.wait(timeout=900)
+                out_text, err_text = ((logs / f"{job}.{x}").read_text() for x in ("out", "err"))
+                assert rc == 0, f"{job}:\n{out_text[-3000:]}\n{err_text[-6000:]}"
+                took[job] = time.monotonic() - t0
+                (command,) = [
+                    line
+                    for line in err_text.splitlines()
+                    if line.startswith("submit: ") and "bin/spark-submit " in line
+                ]
+                assert f"--master {spark_cluster} --py-files " in command, command
+                assert ".zip --jars " in command and "hadoop-aws" in command, command
+        finally:  # a failed job's partners do not outlive the test
+            for proc in running.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(30)
     print(f"\non the cluster: {', '.join(f'{j} {s:.0f}s' for j, s in took.items())}")
     print(command)
 
