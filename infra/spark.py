@@ -16,10 +16,10 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from infra import class_archive, jars
-from infra.config import Config
+from infra.config import REPO_ROOT, Config
 
 # Maven Central only, for spark.packages (jvm/ivysettings.xml says why).
-IVY_SETTINGS = Path(__file__).resolve().parents[1] / "jvm" / "ivysettings.xml"
+IVY_SETTINGS = REPO_ROOT / "jvm" / "ivysettings.xml"
 
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
