@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import Config, EnvCredentials
+from infra.mlflow_io import EXPERIMENT_KIND
 
 # The principal each role connects as; docs/security.md lists their ACLs.
 KAFKA_USERS = {
@@ -308,8 +309,9 @@ def provision_mlflow(
     if got.status_code == 200:
         experiment_id = got.json()["experiment"]["experiment_id"]
     else:
+        tag = {"key": EXPERIMENT_KIND[0], "value": EXPERIMENT_KIND[1]}
         experiment_id = call(
-            "POST", "/api/2.0/mlflow/experiments/create", json={"name": experiment}
+            "POST", "/api/2.0/mlflow/experiments/create", json={"name": experiment, "tags": [tag]}
         ).json()["experiment_id"]
         changed.append(f"experiment {experiment}")
     if (

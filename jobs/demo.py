@@ -221,6 +221,7 @@ def summarize(
         "where": {
             "mlflow_ui": ui,
             "experiment": f"{ui}/#/experiments/{training['experiment_id']}",
+            "runs": f"{ui}/#/experiments/{training['experiment_id']}/runs",
             "model": f"{ui}/#/models/{cfg.mlflow.model_name}",
             "tables": store.warehouse,
             "topics": [cfg.kafka.topics.events, cfg.kafka.topics.dlq, cfg.kafka.topics.scores],
@@ -299,9 +300,7 @@ def print_summary(s: dict[str, Any], path: Path) -> None:
         + ", ".join(f"{k} {v:,}" for k, v in sorted(sc["latest_by_band"].items()))
     )
     w = s["where"]
-    print(
-        f"look at     MLflow UI {w['mlflow_ui']} (experiment {w['experiment']}, model {w['model']})"
-    )
+    print(f"look at     MLflow UI {w['mlflow_ui']}: training runs {w['runs']}, model {w['model']}")
     print(f"            tables under {w['tables']}; topics {', '.join(w['topics'])}")
     print("time        " + ", ".join(f"{k} {v:.0f}s" for k, v in s["seconds"].items()))
     print(f"summary     {path}")

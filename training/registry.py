@@ -18,7 +18,7 @@ from mlflow.entities import Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from infra.mlflow_io import pointed_at
+from infra.mlflow_io import EXPERIMENT_KIND, pointed_at
 from training.gate import GateDecision
 
 CHAMPION = "champion"
@@ -56,9 +56,15 @@ def tracking(uri: str) -> Iterator[MlflowClient]:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, created on first use."""
+    """The experiment's id, created on first use, tagged as a model-training experiment
+    (EXPERIMENT_KIND; an experiment made before the tag gets it now)."""
+    key, kind = EXPERIMENT_KIND
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    if found is None:
+        return client.create_experiment(name, tags={key: kind})
+    if found.tags.get(key) != kind:
+        client.set_experiment_tag(found.experiment_id, key, kind)
+    return found.experiment_id
 
 
 def champion_version(client: MlflowClient, model_name: str) -> ModelVersion | None:

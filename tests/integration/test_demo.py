@@ -92,6 +92,9 @@ def test_demo_runs_end_to_end_twice_and_mlflow_shows_its_runs_model_and_champion
 
     uri = mlflow_stack.mlflow_uri
     exp = rest(uri, "experiments/get-by-name", experiment_name=f"exp-{tag}")["experiment"]
+    # Tagged so that MLflow's UI opens it on its training runs, not the GenAI overview.
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
+    assert s["where"]["runs"] == f"{uri}/#/experiments/{exp['experiment_id']}/runs"
     runs = json.loads(
         urllib.request.urlopen(
             urllib.request.Request(
