@@ -94,7 +94,8 @@ def test_demo_runs_end_to_end_twice_and_mlflow_shows_its_runs_model_and_champion
     exp = rest(uri, "experiments/get-by-name", experiment_name=f"exp-{tag}")["experiment"]
     # Tagged so that MLflow's UI opens it on its training runs, not the GenAI overview.
     assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
-    assert s["where"]["runs"] == f"{uri}/#/experiments/{exp['experiment_id']}/runs"
+    runs_page = f"{uri}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
+    assert s["where"]["runs"] == runs_page
     runs = json.loads(
         urllib.request.urlopen(
             urllib.request.Request(
