@@ -54,7 +54,7 @@ def artifact_name(jar: str) -> str:
     return _VERSION_SUFFIX.sub("", jar)
 
 
-def _pyspark_dir() -> Path:
+def pyspark_dir() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).parent
@@ -62,7 +62,7 @@ def _pyspark_dir() -> Path:
 
 def pyspark_jar_files() -> list[Path]:
     """The jars pyspark ships (its JVM's classpath), in name order."""
-    return sorted((_pyspark_dir() / "jars").glob("*.jar"))
+    return sorted((pyspark_dir() / "jars").glob("*.jar"))
 
 
 def pyspark_jars() -> set[str]:
@@ -156,7 +156,7 @@ def build_validator(jars_dir: Path = DEFAULT_JARS_DIR) -> Path | None:
     ) as tmp:
         classes, staging = Path(tmp) / "classes", Path(tmp) / "validator"
         staging.mkdir()
-        spark_jars = sorted(str(p) for p in (_pyspark_dir() / "jars").glob("*.jar"))
+        spark_jars = sorted(str(p) for p in (pyspark_dir() / "jars").glob("*.jar"))
         cmd = [javac, "--release", "17", "-Xlint:all,-path", "-Werror", "-d", str(classes)]
         result = subprocess.run(
             [*cmd, "-cp", ":".join(spark_jars), *sources], capture_output=True, text=True

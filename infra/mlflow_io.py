@@ -10,13 +10,13 @@ from contextlib import contextmanager
 
 from infra.config import MlflowConfig, MlflowRole
 
+# Marks the training experiment as model training, not GenAI, for MLflow's UI and tools
+# (MLflow 3.17's UI reads it only when its own layout toggle is off: decision 66).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
 # MLflow retries a failed request 7 times with a doubling backoff: against a server that is
 # down, one alias lookup took 247 s. The scorer asks again at its next batch anyway and
 # keeps the model it has meanwhile, so it asks once and waits 10 s at most (decision 55).
-# The tag MLflow 3's UI reads to open an experiment on its training runs rather than on
-# the GenAI overview (empty trace and latency charts for a model like this one).
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 

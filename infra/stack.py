@@ -300,6 +300,12 @@ def _spawn(
     return proc.pid
 
 
+def log_tail(log: Path, lines: int = 30) -> str:
+    """The last lines of a service's log, for an error message."""
+    tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+    return f"last lines of {log}:\n" + "\n".join(tail)
+
+
 def _wait_ready(
     name: str, pid: int, probe: Callable[[], bool], log: Path, timeout_s: float
 ) -> None:
@@ -308,10 +314,7 @@ def _wait_ready(
         if probe():
             return
         if not _pid_alive(pid):
-            tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
-            raise RuntimeError(
-                f"{name} exited during start-up; last lines of {log}:\n" + "\n".join(tail)
-            )
+            raise RuntimeError(f"{name} exited during start-up; {log_tail(log)}")
         time.sleep(0.5)
     raise TimeoutError(f"{name} not ready after {timeout_s:.0f}s; see {log}")
 

@@ -15,16 +15,15 @@ import os
 import urllib.request
 from pathlib import Path
 
+from infra import jars
 from infra import stack as st
 
 MASTER = "spark-master"
 
 
 def spark_home() -> Path:
-    """pyspark's own Spark distribution: bin/spark-class and the jars."""
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
+    """pyspark's own Spark distribution: bin/spark-class, bin/spark-submit and the jars."""
+    return jars.pyspark_dir()
 
 
 def master_url(stack: st.Stack) -> str:
@@ -118,9 +117,9 @@ def cluster_up(stack: st.Stack) -> None:
     def registered() -> bool:
         for service in workers(stack):  # a worker that died at start: its own log says why
             if st.running_pid(stack, service) is None:
-                log = stack.path(service, "server.log")
-                tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
-                raise RuntimeError(f"{service} exited; last lines of {log}:\n" + "\n".join(tail))
+                raise RuntimeError(
+                    f"{service} exited; {st.log_tail(stack.path(service, 'server.log'))}"
+                )
         return (alive_workers(stack) or 0) >= want
 
     st._wait_ready(
@@ -132,8 +131,8 @@ def cluster_up(stack: st.Stack) -> None:
 def cluster_services(stack: st.Stack) -> list[str]:
     """The master and every worker this stack's state dir holds (more than the config's
     count when a bigger cluster ran before)."""
-    found = sorted(p.name for p in stack.state_dir.glob("spark-worker-*") if p.is_dir())
-    return [MASTER, *sorted(set(found) | set(workers(stack)))]
+    found = {p.name for p in stack.state_dir.glob("spark-worker-*") if p.is_dir()}
+    return [MASTER, *sorted(found | set(workers(stack)))]
 
 
 def cluster_down(stack: st.Stack) -> None:
