@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import subprocess
 import sys
@@ -33,11 +32,11 @@ from typing import Any
 
 import yaml
 
+from benchmarks.bench_ingest import send
 from benchmarks.report import report
 from infra import stack as local_stack
 from infra import stack_spark
 from infra.config import REPO_ROOT, config_path, load_config
-from infra.kafka_io import ensure_topics, produce
 from sources.simulator import SimulationConfig, simulate
 
 BATCH_LINE = re.compile(r"stream_features: batch (\d+): ([\d,]+) records .*; ([\d.]+)s \((.*)\)")
@@ -133,12 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     config = config_path(args.config)
     cfg = load_config(config)
     stack = local_stack.Stack.from_config(cfg)
-    topic = f"bench-cluster-{uuid.uuid4().hex[:8]}"
-    kafka = cfg.kafka.model_copy(update={"partitions": args.partitions})
-    ensure_topics(kafka, [topic], "admin")
-    sim = SimulationConfig(n_users=args.users, days=args.days, seed=11)
-    records = ((e["user_id"], json.dumps(e, separators=(",", ":")).encode()) for e in simulate(sim))
-    events = produce(cfg.kafka, topic, records, label=f"bench {topic}").produced
+    events = list(simulate(SimulationConfig(n_users=args.users, days=args.days, seed=11)))
+    topic = send(cfg, f"bench-cluster-{uuid.uuid4().hex[:8]}", events, args.partitions)
 
     runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as scratch:
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     report(
         {
             "bench": "cluster",
-            "events": events,
+            "events": len(events),
             "partitions": args.partitions,
             "batch": args.batch,
             "worker_cores": stack.spark_worker_cores,

@@ -144,9 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     spark.stop()
 
 
-def send(cfg: Config, topic: str, events: Iterable[dict[str, Any]]) -> str:
-    """The events to a new one-partition topic (batches are exact offset ranges)."""
-    ensure_topics(cfg.kafka.model_copy(update={"partitions": 1}), [topic], "admin")
+def send(cfg: Config, topic: str, events: Iterable[dict[str, Any]], partitions: int = 1) -> str:
+    """The events to a new topic, of one partition by default (batches are then exact
+    offset ranges)."""
+    ensure_topics(cfg.kafka.model_copy(update={"partitions": partitions}), [topic], "admin")
     records = ((e["user_id"], json.dumps(e, separators=(",", ":")).encode()) for e in events)
     produce(cfg.kafka, topic, records, label=f"bench {topic}")
     return topic
