@@ -189,6 +189,7 @@ def register_stand_in(cfg: Config, names: list[str]) -> None:
     from mlflow.models import infer_signature
 
     from infra.mlflow_io import pointed_at
+    from scoring.model import LOOKBACK_PARAM
 
     rng = np.random.default_rng(0)
     x = pd.DataFrame(rng.integers(0, 20, size=(2000, len(names))).astype(float), columns=names)
@@ -202,6 +203,7 @@ def register_stand_in(cfg: Config, names: list[str]) -> None:
     with pointed_at(uri):
         mlflow.set_experiment("bench-stream")
         with mlflow.start_run():
+            mlflow.log_param(LOOKBACK_PARAM, cfg.training.lookback_days)
             info = mlflow.lightgbm.log_model(
                 booster,
                 name="model",

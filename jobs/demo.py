@@ -30,7 +30,7 @@ from infra.config import Config, load_config
 from infra.kafka_io import client_config, ensure_topics, produce
 from infra.mlflow_io import acting_as
 from infra.spark import build_spark
-from store.tables import FeatureStore
+from store.tables import FeatureStore, latest_per_user
 
 SUMMARY_PATH = Path(".local/demo/summary.json")
 
@@ -181,17 +181,27 @@ def summarize(
         .agg(F.sum("count").alias("n"))
         .collect()
     }
+    from scoring.latest import latest as latest_records
     from scoring.sink import scores_path
 
     scores = spark.read.format("delta").load(scores_path(store.warehouse))
-    latest = scores.groupBy("user_id").agg(
-        F.max_by(F.col("risk_band"), F.struct(F.col("features_as_of"), F.col("batch_id"))).alias(
-            "risk_band"
-        )
+    latest = latest_records(scores)
+    # The champion's population, counted from the features (scoring.score.in_population).
+    in_population = (
+        latest_per_user(store.read(spark, "user_features"))
+        .where(F.col("days_since_last_event") <= cfg.training.lookback_days)
+        .count()
     )
+    by_status = {
+        r["status"]: r["n"]
+        for r in latest.groupBy("status").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
     bands = {
         r["risk_band"]: r["n"]
-        for r in latest.groupBy("risk_band").agg(F.count(F.lit(1)).alias("n")).collect()
+        for r in latest.where(F.col("status") == "scored")
+        .groupBy("risk_band")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
     }
     versions = sorted(
         {
@@ -214,7 +224,10 @@ def summarize(
         "training": training,
         "scores": {
             "rows": scores.count(),
-            "users_scored": latest.count(),
+            "users_scored": by_status.get("scored", 0),
+            "users_lapsed": by_status.get("lapsed", 0),
+            "users_in_population": in_population,
+            "lookback_days": cfg.training.lookback_days,
             "latest_by_band": bands,
             "model_versions": versions,
         },
@@ -297,8 +310,9 @@ def print_summary(s: dict[str, Any], path: Path) -> None:
     for name, m in tr["test_metrics"].items():
         print(f"            {name:10s} {m['roc_auc']:8.4f} {m['pr_auc']:8.4f}")
     print(
-        f"scores      {sc['rows']:,} rows for {sc['users_scored']:,} users by "
-        f"{', '.join(sc['model_versions'])}; latest by band: "
+        f"scores      {sc['rows']:,} rows by {', '.join(sc['model_versions'])}: "
+        f"{sc['users_scored']:,} users scored (active in the last {sc['lookback_days']} days), "
+        f"{sc['users_lapsed']:,} lapsed; latest by band: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(sc["latest_by_band"].items()))
     )
     w = s["where"]

@@ -1,8 +1,9 @@
 """Score the whole ``user_features`` table with one model version (spark-submit entry point).
 
 For backfills and for comparing with the stream: the same scoring code (scoring.score),
-every user's current vector, written to ``churn_scores`` (or ``--output``) once per
-(model version, user_features version): running it again changes nothing.
+every user's current vector in the model's population (plus one ``lapsed`` record for a
+user who left it since their latest score), written to ``churn_scores`` (or ``--output``)
+once per (model version, user_features version): running it again changes nothing.
 
   python -m jobs.score_batch                     # the model at scoring.model_alias
   python -m jobs.score_batch --version 3         # a given registered version
@@ -93,7 +94,8 @@ def _main(args: argparse.Namespace, cfg: Config) -> None:
             bands = ", ".join(f"{b} {result.by_band.get(b, 0):,}" for b in BANDS)
             log(
                 f"score_batch: {result.scored:,} users scored with {model.label} on "
-                f"user_features v{result.batch_id} ({bands}; {result.explained:,} with reasons) "
+                f"user_features v{result.batch_id} ({bands}; {result.explained:,} with reasons), "
+                f"{result.lapsed:,} lapsed, {result.outside:,} outside the population "
                 f"-> {sink.path}{f' and {topic}' if topic else ''} in {result.seconds:.1f}s"
             )
     finally:

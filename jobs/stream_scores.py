@@ -3,9 +3,11 @@
 Reads the Change Data Feed of ``user_features`` (from version 0 unless told), scores the newest
 vector of each updated user with the model at the configured registry alias, and writes
 explained scores to Kafka (``kafka.topics.scores``) and the Delta table ``churn_scores``,
-idempotently per micro-batch. The alias is re-resolved at every batch (or every
-``scoring.resolve_every_s``): a new champion is picked up without a restart, a broken one
-is refused and the previous model keeps scoring. Until ``user_features`` exists and a
+idempotently per micro-batch. Only the model's population is scored: users active within
+the lookback it was trained with; a user who leaves it gets one ``lapsed`` record. The
+alias is re-resolved at every batch (or every ``scoring.resolve_every_s``): a new champion
+is picked up without a restart, a broken one is refused and the previous model keeps
+scoring. Until ``user_features`` exists and a
 model is at the alias, the job waits and says so. See docs/scoring.md.
 
   python -m jobs.stream_scores                  # run until stopped (Ctrl-C)
@@ -36,6 +38,7 @@ from infra.streaming import (
     run_until_stopped,
     start_foreach_batch,
 )
+from scoring.latest import LatestScores
 from scoring.model import MlflowRegistry, ModelCache
 from scoring.runner import Emission, process_batch, table_version
 from scoring.score import ScoringRules
@@ -139,6 +142,9 @@ def start_score_stream(
     cache.wait(sc.wait_for_model_s)
     rules = rules_from(cfg)
     emission = Emission(sc.emit, sc.min_delta)
+    # Each user's latest record, read once here and then kept by the passes (scoring.latest).
+    latest = LatestScores.of(sink.read(spark) if sink.exists(spark) else None)
+    log(f"stream_scores: {len(latest):,} users with a latest record in {sink.path}")
 
     seen: list[int] = []
 
@@ -153,6 +159,7 @@ def start_score_stream(
             rules=rules,
             emission=emission,
             sink=sink,
+            latest=latest,
             writer=writer,
             may_be_replay=not seen,
         )

@@ -19,6 +19,9 @@ import lightgbm as lgb
 
 from scoring.score import ScoringModel
 
+# The run param that holds the training population's lookback (config key training.lookback_days).
+LOOKBACK_PARAM = "training.lookback_days"
+
 
 class NoModelError(RuntimeError):
     """No usable model has been loaded yet (nothing at the alias, or only rejected versions)."""
@@ -39,6 +42,10 @@ class Registry(Protocol):
 
     def booster(self, name: str, version: int) -> lgb.Booster:
         """The version's LightGBM booster."""
+        ...
+
+    def lookback_days(self, name: str, version: int) -> int | None:
+        """The eligibility lookback the version was trained with (None: not recorded)."""
         ...
 
 
@@ -82,6 +89,12 @@ class MlflowRegistry:
             signature = Model.load(local).signature
         return None if signature is None else list(signature.inputs.input_names())
 
+    def lookback_days(self, name: str, version: int) -> int | None:
+        # The training run logs its whole config as params (training.tracking).
+        run_id = self.client.get_model_version(name, str(version)).run_id
+        value = self.client.get_run(run_id).data.params.get(LOOKBACK_PARAM) if run_id else None
+        return None if value is None else int(value)
+
     def booster(self, name: str, version: int) -> lgb.Booster:
         import mlflow.lightgbm
 
@@ -92,15 +105,21 @@ class MlflowRegistry:
 def load_model(
     registry: Registry, name: str, version: int, feature_names: Sequence[str]
 ) -> ScoringModel:
-    """Load a version after checking its signature (SignatureMismatch when it does not fit)."""
+    """Load a version after checking its signature and that it records the population it
+    was trained on (SignatureMismatch when either does not fit)."""
     check_signature(registry.signature(name, version), feature_names)
+    lookback = registry.lookback_days(name, version)
+    if lookback is None:
+        raise SignatureMismatch(
+            f"its training run records no {LOOKBACK_PARAM}: which users it scores is unknown"
+        )
     booster = registry.booster(name, version)
     if booster.num_feature() != len(feature_names):
         raise SignatureMismatch(
             f"the booster takes {booster.num_feature()} features, the schema has "
             f"{len(feature_names)}"
         )
-    return ScoringModel(name, version, booster)
+    return ScoringModel(name, version, booster, lookback)
 
 
 def check_signature(inputs: Sequence[str] | None, expected: Sequence[str]) -> None:

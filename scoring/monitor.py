@@ -16,11 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.registry import FEATURE_NAMES
-from scoring.score import BANDS
+from scoring.latest import current
+from scoring.score import BANDS, in_population
 
 PSI_MODERATE = 0.1
 PSI_MAJOR = 0.25
@@ -28,13 +29,11 @@ _FLOOR = 1e-4
 
 
 def latest_scores(spark: SparkSession, path: str) -> pd.DataFrame:
-    """The newest score per user in the scores table (by features_version, then scored_at)."""
+    """The live scores: each user's latest record in the scores table when it is a score,
+    not ``lapsed`` (scoring.latest), highest first."""
     table: DataFrame = spark.read.format("delta").load(path)
-    newest = Window.partitionBy("user_id").orderBy(
-        F.desc("features_version"), F.desc("scored_at"), F.desc("model_version")
-    )
-    latest = table.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
-    return latest.drop("_rank", "writer", "batch_id").orderBy(F.desc("score")).toPandas()
+    live = current(table).drop("writer", "batch_id")
+    return live.orderBy(F.desc("score")).toPandas()
 
 
 def band_summary(scores: pd.DataFrame) -> pd.DataFrame:
@@ -111,9 +110,9 @@ def reasons_figure(counts: pd.DataFrame, top: int = 15) -> Figure:
 
 def eligible(live: pd.DataFrame, lookback_days: int) -> pd.DataFrame:
     """The live vectors of users a training set would hold: active in the last
-    `lookback_days` (training.spine's rule). Users who stopped long ago are not in any
-    training row, so comparing them would report drift that is only churn."""
-    return live[live["days_since_last_event"] <= lookback_days]
+    `lookback_days` (training.spine's rule, the scorer's population). Users who stopped long
+    ago are not in any training row, so comparing them would report drift that is only churn."""
+    return live[in_population(live, lookback_days)]
 
 
 def _bins(reference: np.ndarray, n: int) -> np.ndarray:

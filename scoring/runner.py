@@ -6,7 +6,10 @@ ScoreSink under one idempotency key:
 
 - the stream: (writer = the query's app id, batch_id), emission policy applied;
 - the batch job: (writer = score_batch-<model>-v<version>, the user_features version),
-  every user written.
+  every score written.
+
+Both score only the model's population and write one ``lapsed`` record for a user who
+leaves it (scoring.score.in_population, docs/decisions.md, decision 67).
 """
 
 from __future__ import annotations
@@ -21,8 +24,17 @@ from pyspark.sql import DataFrame, SparkSession
 
 from infra.timing import StepTimes
 from scoring.inputs import latest_changes, snapshot, to_frame
+from scoring.latest import LatestScores
 from scoring.model import ModelCache
-from scoring.score import BANDS, ScoringModel, ScoringRules, emitted, score_frame
+from scoring.score import (
+    BANDS,
+    ScoringModel,
+    ScoringRules,
+    emitted,
+    in_population,
+    lapse_frame,
+    score_frame,
+)
 from scoring.sink import ScoreSink, to_spark
 from store.tables import Txn, latest_per_user, small_writes
 
@@ -44,6 +56,8 @@ class PassResult(StepTimes):
     batch_id: int
     rows_in: int = 0
     scored: int = 0
+    lapsed: int = 0
+    outside: int = 0
     emitted: int = 0
     by_band: dict[str, int] = field(default_factory=dict)
     explained: int = 0
@@ -57,7 +71,8 @@ class PassResult(StepTimes):
         bands = " ".join(f"{b}={self.by_band.get(b, 0)}" for b in BANDS)
         return (
             f"batch {self.batch_id}: {self.rows_in:,} feature updates -> {self.scored:,} users "
-            f"scored ({bands}; {self.explained:,} with reasons), {self.emitted:,} emitted; "
+            f"scored ({bands}; {self.explained:,} with reasons), {self.lapsed:,} lapsed, "
+            f"{self.outside:,} outside the population; {self.emitted:,} emitted; "
             f"model {self.model}; {self.seconds:.1f}s ({self.steps_text()})"
         )
 
@@ -70,28 +85,36 @@ def _score_and_write(
     sink: ScoreSink,
     txn: Txn,
     emission: Emission,
+    latest: LatestScores,
     r: PassResult,
     t: float,
 ) -> pd.DataFrame:
+    """Score the users in the model's population, write a ``lapsed`` record for each user who
+    just left it (their latest record is a score), leave the others out; then emit."""
     r.rows_in = int(pdf["changes"].sum()) if len(pdf) else 0
-    scored = score_frame(model, pdf, rules)
-    r.scored = len(scored)
+    live = in_population(pdf, model.lookback_days)
+    scored = score_frame(model, pdf[live], rules)
+    leaving = pdf[~live]
+    lapsed = lapse_frame(model, leaving[latest.scored(leaving["user_id"]).to_numpy()])
+    r.scored, r.lapsed, r.outside = len(scored), len(lapsed), len(leaving) - len(lapsed)
     r.by_band = {b: int(n) for b, n in scored["risk_band"].value_counts().items()}
     r.explained = int(scored["reasons"].notna().sum())
     r.model = model.label
     t = r.step("score", t)
     if emission.policy != "every" and len(scored):
-        users = spark.createDataFrame(scored[["user_id"]], "user_id string")
-        previous = sink.previous(spark, users, before=(txn.app_id, txn.version))
+        previous = latest.lookup(scored["user_id"])
         keep = emitted(scored, previous, policy=emission.policy, min_delta=emission.min_delta)
         scored = scored[keep.to_numpy()]
         t = r.step("compare", t)
-    r.emitted = len(scored)
-    if len(scored):
+    parts = [f for f in (scored, lapsed) if len(f)]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts or [scored])[0]
+    r.emitted = len(out)
+    if len(out):
         # Rows built on the driver: written without file statistics (decision 41).
-        sink.write(to_spark(small_writes(spark), scored, txn.app_id, txn.version), txn)
+        sink.write(to_spark(small_writes(spark), out, txn.app_id, txn.version), txn)
+        latest.update(out)  # also when the sink had them already: the same rows
         r.step("write", t)
-    return scored
+    return out
 
 
 def process_batch(
@@ -103,10 +126,14 @@ def process_batch(
     rules: ScoringRules,
     emission: Emission,
     sink: ScoreSink,
+    latest: LatestScores,
     writer: str,
     may_be_replay: bool = True,
 ) -> PassResult:
     """Score one micro-batch of user_features' change feed and write it, once per batch_id.
+
+    ``latest`` is the scores table's latest record per user (scoring.latest), loaded when
+    the query started and kept up to date here.
 
     A batch whose rows are already in the table (the job died after the Delta commit, before
     the checkpoint) is skipped whole, so Kafka gets no second copy either. Only the first
@@ -132,6 +159,7 @@ def process_batch(
         sink,
         Txn(writer, batch_id),
         emission,
+        latest,
         r,
         t,
     )
@@ -160,8 +188,10 @@ def score_table(
     sink: ScoreSink,
     version: int | None = None,
 ) -> tuple[PassResult, pd.DataFrame]:
-    """Score every user in ``user_features`` (at ``version``, default the current one) with
-    ``model``; write once per (model version, table version). Returns the result and rows."""
+    """Score every user in ``user_features`` (at ``version``, default the current one) that is
+    in ``model``'s population, and write a ``lapsed`` record for each user who left it since
+    their latest score; once per (model version, table version). Returns the result and
+    the rows written."""
     t0 = t = time.monotonic()
     current, _ = table_version(spark, features_path)
     version = current if version is None else version
@@ -176,6 +206,7 @@ def score_table(
         r.skipped = True
         return r, pd.DataFrame()
     inputs = to_frame(snapshot(features, version, committed_at))
+    latest = LatestScores.of(sink.read(spark) if sink.exists(spark) else None)
     t = r.step("read", t)
     scored = _score_and_write(
         spark,
@@ -185,6 +216,7 @@ def score_table(
         sink,
         Txn(writer, version),
         Emission("every"),
+        latest,
         r,
         t,
     )

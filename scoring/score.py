@@ -7,6 +7,10 @@ reasons and record id on both paths.
 Input (:data:`INPUT_COLUMNS`): ``user_id``, ``as_of``, ``features_version`` (the
 ``user_features`` table version the vector was read at), ``features_committed_at`` (that
 commit's timestamp) and the model's features (``FEATURE_NAMES``, float64, NaN = missing).
+
+Who is scored: the population the model was trained on (:func:`in_population`). A user who
+falls out of it gets one ``lapsed`` record (:func:`lapse_frame`) and no score until they
+return (docs/decisions.md, decision 67).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from features.registry import FEATURE_NAMES
 
 N_REASONS = 3
 BANDS: tuple[str, ...] = ("low", "medium", "high")
+# A record's status: a score, or the one record that says a user left the scored population.
+SCORED, LAPSED = "scored", "lapsed"
 LINEAGE_COLUMNS: tuple[str, ...] = ("user_id", "as_of", "features_version", "features_committed_at")
 INPUT_COLUMNS: tuple[str, ...] = (*LINEAGE_COLUMNS, *FEATURE_NAMES)
 # What score_frame returns, in order (the sink adds writer and batch_id).
@@ -32,6 +38,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "user_id",
     "score",
     "risk_band",
+    "status",
     "model_name",
     "model_version",
     "features_as_of",
@@ -48,6 +55,8 @@ class ScoringModel:
     name: str
     version: int
     booster: lgb.Booster
+    # Eligible = active in the last lookback_days (training.spine); None: everyone is scored.
+    lookback_days: int | None = None
 
     @property
     def label(self) -> str:
@@ -74,6 +83,16 @@ class ScoringRules:
         return np.where(
             scores >= self.band_high, "high", np.where(scores >= self.band_medium, "medium", "low")
         )
+
+
+def in_population(features: pd.DataFrame, lookback_days: int | None) -> np.ndarray:
+    """Which rows the model applies to: users active in the ``lookback_days`` before their
+    ``as_of``, training.spine's eligibility rule (``days_since_last_event`` counts from
+    ``as_of``: active the day before = 1). A user never active has a null there: not eligible."""
+    if lookback_days is None:
+        return np.ones(len(features), dtype=bool)
+    days = features["days_since_last_event"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(days <= lookback_days)
 
 
 def feature_matrix(features: pd.DataFrame, names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
@@ -157,12 +176,41 @@ def score_frame(
             "user_id": features["user_id"].to_numpy(),
             "score": scores,
             "risk_band": bands,
+            "status": SCORED,
             "model_name": model.name,
             "model_version": np.int64(model.version),
             "features_as_of": pd.to_datetime(features["as_of"]).dt.date.to_numpy(),
             "features_version": features["features_version"].to_numpy(dtype=np.int64),
             "scored_at": pd.to_datetime(features["features_committed_at"]).to_numpy(),
             "reasons": reasons,
+        },
+        columns=list(OUTPUT_COLUMNS),
+    )
+
+
+def lapse_frame(model: ScoringModel, features: pd.DataFrame) -> pd.DataFrame:
+    """The ``lapsed`` record of each row's user (score_frame's columns; no score, band or
+    reasons): they left ``model``'s population as of these features."""
+    n = len(features)
+    as_of = pd.to_datetime(features["as_of"])
+    prefix = f"{model.name}\x1f{model.version}\x1f{LAPSED}\x1f"
+    ids = [
+        hashlib.sha256(f"{prefix}{u}\x1f{d}".encode()).hexdigest()[:32]
+        for u, d in zip(features["user_id"], as_of.dt.strftime("%Y-%m-%d"), strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "record_id": ids,
+            "user_id": features["user_id"].to_numpy(),
+            "score": np.full(n, np.nan),
+            "risk_band": [None] * n,
+            "status": LAPSED,
+            "model_name": model.name,
+            "model_version": np.int64(model.version),
+            "features_as_of": as_of.dt.date.to_numpy(),
+            "features_version": features["features_version"].to_numpy(dtype=np.int64),
+            "scored_at": pd.to_datetime(features["features_committed_at"]).to_numpy(),
+            "reasons": [None] * n,
         },
         columns=list(OUTPUT_COLUMNS),
     )

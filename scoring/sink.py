@@ -25,12 +25,12 @@ from scoring.score import OUTPUT_COLUMNS
 from store.tables import Txn, append, table_exists
 
 SCORES_TABLE = "churn_scores"
-KAFKA_SCHEMA_VERSION = 1
+KAFKA_SCHEMA_VERSION = 2  # 2: status, and lapsed records without a score
 REASON_TYPE = "array<struct<feature:string,value:double,contribution:double>>"
 # score_frame's output as Spark types; the table adds who wrote each row, in which batch.
 SCORE_FRAME_SCHEMA = (
-    "record_id string, user_id string, score double, risk_band string, model_name string, "
-    "model_version bigint, features_as_of date, features_version bigint, "
+    "record_id string, user_id string, score double, risk_band string, status string, "
+    "model_name string, model_version bigint, features_as_of date, features_version bigint, "
     f"scored_at timestamp, reasons {REASON_TYPE}"
 )
 SCORES_SCHEMA = f"{SCORE_FRAME_SCHEMA}, writer string, batch_id bigint"
@@ -111,40 +111,19 @@ class ScoreSink:
         )
         return (rows[0]["model_name"], int(rows[0]["model_version"])) if rows else None
 
-    def previous(
-        self, spark: SparkSession, users: DataFrame, before: tuple[str, int] | None = None
-    ) -> pd.DataFrame:
-        """Each of ``users``' latest score in the table: user_id, score, risk_band.
-
-        ``before`` = (writer, batch_id) leaves out that writer's rows from this batch on, so
-        a replayed batch compares with what its first run compared with.
-        """
-        if not self.exists(spark):
-            return pd.DataFrame(
-                {
-                    "user_id": pd.Series(dtype=object),
-                    "score": pd.Series(dtype="float64"),
-                    "risk_band": pd.Series(dtype=object),
-                }
+    def upgrade(self, spark: SparkSession) -> None:
+        """Give a table written before records had a ``status`` that column (null there,
+        read as ``scored`` by scoring.latest: every older row is a score)."""
+        if self.exists(spark) and "status" not in self.read(spark).columns:
+            spark.sql(
+                f"ALTER TABLE delta.`{self.path}` ADD COLUMNS (status string AFTER risk_band)"
             )
-        order = F.struct(F.col("scored_at"), F.col("features_version"), F.col("model_version"))
-        scores = self.read(spark)
-        if before is not None:
-            scores = scores.where(
-                ~((F.col("writer") == before[0]) & (F.col("batch_id") >= before[1]))
-            )
-        latest = (
-            scores.join(F.broadcast(users.select("user_id")), on="user_id", how="left_semi")
-            .groupBy(F.col("user_id"))
-            .agg(F.max_by(F.struct(F.col("score"), F.col("risk_band")), order).alias("last"))
-            .select(F.col("user_id"), F.col("last.score"), F.col("last.risk_band"))
-        )
-        return latest.toPandas()
 
     def write(self, scores: DataFrame, txn: Txn) -> bool:
         """Kafka (if configured), then the Delta append, once per ``txn``; False when this
         sink already committed ``txn`` (or a newer version of its writer) and wrote nothing."""
         if txn.app_id not in self.committed:
+            self.upgrade(scores.sparkSession)
             self.committed[txn.app_id] = self.newest_version(scores.sparkSession, txn.app_id)
         if txn.version <= self.committed[txn.app_id]:
             return False

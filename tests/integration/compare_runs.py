@@ -21,6 +21,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from infra.config import load_config
 from infra.spark import build_spark
+from scoring.latest import current
 
 # Columns that name the run rather than the data: the query's id (from its checkpoint's
 # path), wall-clock and commit times, and the model's registered name and version (the
@@ -86,16 +87,13 @@ def compare(spark: SparkSession, reference: str, other: str) -> list[str]:
             )
         except PySparkAssertionError as exc:
             lines.append(f"DIFFERS  {table} (backfill): {str(exc)[:2000]}")
-    # The batch scorer on the cluster against the stream's last score per user on local[2]:
-    # both score every user's current vector with the same model.
-    streamed = read(reference, "churn_scores")
-    latest = streamed.groupBy("user_id").agg(
-        F.max_by(F.struct(*SCORE_COLUMNS), F.col("features_version")).alias("s")
-    )
+    # The batch scorer on the cluster against the stream's live scores on local[2]: both
+    # score every current vector in the champion's population with the same model.
+    live = current(read(reference, "churn_scores"))
     lines.append(
         line(
-            "churn_scores (batch) vs the stream's last per user",
-            latest.select("s.*"),
+            "churn_scores (batch) vs the stream's live scores",
+            live.select(*SCORE_COLUMNS),
             read(other, "batch_scores").select(*SCORE_COLUMNS),
         )
     )

@@ -15,6 +15,7 @@ import pandas as pd
 
 from features.registry import FEATURE_NAMES
 from infra.mlflow_io import pointed_at
+from scoring.model import LOOKBACK_PARAM
 from scoring.score import ScoringModel
 
 RULES = {
@@ -63,7 +64,7 @@ def train(rule: str = "recency", n: int = 600, trees: int = 20, seed: int = 0, n
 
 
 def model(rule: str = "recency", version: int = 1, name: str = "test-model") -> ScoringModel:
-    return ScoringModel(name, version, train(rule)[0])
+    return ScoringModel(name, version, train(rule)[0], lookback_days=28)
 
 
 def tracking(uri: str):
@@ -71,8 +72,11 @@ def tracking(uri: str):
     return pointed_at(uri)
 
 
-def register(uri: str, name: str, rule: str = "recency", names=None) -> tuple[int, str]:
-    """Train, log and register a version of ``name``; returns (version, logged model id)."""
+def register(
+    uri: str, name: str, rule: str = "recency", names=None, lookback_days: int | None = 28
+) -> tuple[int, str]:
+    """Train, log and register a version of ``name`` (its run records ``lookback_days`` as
+    training does, unless None); returns (version, logged model id)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -80,6 +84,8 @@ def register(uri: str, name: str, rule: str = "recency", names=None) -> tuple[in
     with tracking(uri):
         mlflow.set_experiment("scoring-tests")
         with mlflow.start_run():
+            if lookback_days is not None:
+                mlflow.log_param(LOOKBACK_PARAM, lookback_days)
             info = mlflow.lightgbm.log_model(
                 booster,
                 name="model",

@@ -30,6 +30,8 @@ class MemoryRegistry:
     down: bool = False
     error: str = "registry unreachable"
     booster_calls: int = 0
+    # The lookback each version's run records (28 unless listed; None: not recorded).
+    lookbacks: dict[int, int | None] = field(default_factory=dict)
 
     def version_at(self, name: str, alias: str) -> int | None:
         if self.down:
@@ -38,6 +40,9 @@ class MemoryRegistry:
 
     def signature(self, name: str, version: int) -> list[str] | None:
         return self.versions[version][0]
+
+    def lookback_days(self, name: str, version: int) -> int | None:
+        return self.lookbacks.get(version, 28)
 
     def booster(self, name: str, version: int) -> lgb.Booster:
         self.booster_calls += 1
@@ -75,7 +80,9 @@ def setup(boosters):
             4: (names, OSError("model.lgb: not a LightGBM model")),  # artifacts do not load
             5: (None, boosters["recency"]),  # logged without a signature
             6: (names, boosters["short"]),  # signature claims 85 inputs, booster takes 84
-        }
+            7: (names, boosters["recency"]),  # its run records no population
+        },
+        lookbacks={7: None},
     )
     clock, lines = Clock(), []
     cache = ModelCache(
@@ -87,8 +94,9 @@ def setup(boosters):
 def test_loads_the_alias_once_and_swaps_when_it_moves(setup):
     registry, cache, clock, lines = setup
     registry.aliases[ALIAS] = 1
-    assert cache.get().version == 1
-    assert cache.get().version == 1 and registry.booster_calls == 1  # cached
+    first = cache.get()
+    assert (first.version, first.lookback_days) == (1, 28)
+    assert cache.get() is first and registry.booster_calls == 1  # cached
     registry.aliases[ALIAS] = 2
     clock.now += 1
     assert cache.get().version == 2
@@ -118,6 +126,7 @@ def test_resolves_at_most_every_resolve_every_s(setup):
         (4, "load_failures", "m v4 at alias champion cannot be loaded: OSError"),
         (5, "signature_mismatches", "the model has no signature"),
         (6, "signature_mismatches", "the booster takes 84 features"),
+        (7, "signature_mismatches", "records no training.lookback_days"),
     ],
 )
 def test_a_bad_version_is_refused_and_the_previous_model_keeps_scoring(

@@ -8,12 +8,14 @@ from datetime import date
 
 import pandas as pd
 import pytest
+from pandas.testing import assert_frame_equal
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from features.registry import FEATURE_DTYPES, FEATURE_NAMES
 from scoring.inputs import latest_changes
+from scoring.latest import LatestScores
 from scoring.model import ModelCache
 from scoring.runner import Emission, process_batch, score_table
 from scoring.score import ScoringRules
@@ -96,6 +98,11 @@ def test_latest_changes_keeps_each_users_newest_vector(spark, table):
     assert set(latest_changes(changes(spark, path, 0, 0)).columns) >= set(FEATURE_NAMES)
 
 
+def in_population(x: pd.DataFrame) -> pd.Series:
+    """The rows the 28-day test models score (their recency known and at most 28 days)."""
+    return x["days_since_last_event"] <= 28
+
+
 def test_stream_pass_writes_once_and_emits_only_changes(spark, table, tmp_path):
     path, _ = table
     m = model("recency", version=1)
@@ -105,22 +112,25 @@ def test_stream_pass_writes_once_and_emits_only_changes(spark, table, tmp_path):
         rules=RULES,
         emission=Emission("changed", 0.05),
         sink=sink,
+        latest=LatestScores(),
         writer="stream_scores-test",
     )
+    x = vectors(30, seed=7)
+    live = int(in_population(x).sum())
     first = process_batch(spark, changes(spark, path, 0, 0), 0, **run)
-    assert (first.rows_in, first.scored, first.emitted) == (30, 30, 30)
-    assert "30 users scored" in first.line() and "model test-model v1" in first.line()
+    assert (first.rows_in, first.scored, first.lapsed, first.emitted) == (30, live, 0, live)
+    assert first.outside == 30 - live
+    assert f"{live} users scored" in first.line() and "model test-model v1" in first.line()
     written = sink.read(spark).collect()
     replay = process_batch(spark, changes(spark, path, 0, 0), 0, **run)
     assert replay.skipped and replay.line() == "batch 0: already written, skipped"
     # Without the lookup the batch is scored again, and the sink drops the second append.
     unchecked = process_batch(spark, changes(spark, path, 0, 0), 0, may_be_replay=False, **run)
-    assert not unchecked.skipped and unchecked.emitted == 30
+    assert not unchecked.skipped and unchecked.emitted == 0  # nothing changed since
     assertDataFrameEqual(sink.read(spark), written)
 
-    # u00 goes quiet for 40 days (its score jumps); u01's vector is rewritten unchanged.
-    x = vectors(30, seed=7)
-    quiet = features_df(spark, x[:1].assign(days_since_last_event=40.0), ["u00"])
+    # u00 goes quiet for 20 days (its score jumps); u01's vector is rewritten unchanged.
+    quiet = features_df(spark, x[:1].assign(days_since_last_event=20.0), ["u00"])
     same = features_df(spark, x[1:2], ["u01"])
     update(spark, path, quiet.unionByName(same), 1)
     second = process_batch(spark, changes(spark, path, 1, 1), 1, **run)
@@ -132,11 +142,48 @@ def test_stream_pass_writes_once_and_emits_only_changes(spark, table, tmp_path):
     assert new[0]["risk_band"] == "high" and new[0]["reasons"][0]["feature"] == (
         "days_since_last_event"
     )
-    previous = sink.previous(spark, spark.createDataFrame([("u00",), ("u01",)], "user_id string"))
-    assert previous.sort_values("user_id")["score"].tolist() == [
-        new[0]["score"],
-        next(r["score"] for r in written if r["user_id"] == "u01"),
+    state = run["latest"].lookup(pd.Series(["u00"]))
+    assert state["score"].tolist() == [new[0]["score"]]
+
+
+def test_a_user_going_quiet_lapses_out_once_and_comes_back(spark, table, tmp_path):
+    """Quiet within the lookback: scored. Past it: one lapsed record, then nothing while
+    away (also after a restart). Active again: scored, and emitted as a first score."""
+    path, _ = table
+    m = model("recency", version=1)
+    sink = ScoreSink(str(tmp_path / "churn_scores"), None)
+    run = dict(cache=cache_for(m), rules=RULES, emission=Emission("changed", 0.05), sink=sink)
+    writer = "stream_scores-test"
+    process_batch(spark, changes(spark, path, 0, 0), 0, latest=LatestScores(), writer=writer, **run)
+    base = vectors(1, seed=9)
+    steps = [  # days since u99's last event -> (scored, lapsed, outside), its record's status
+        (2.0, (1, 0, 0), "scored"),  # a new user: a first score
+        (20.0, (1, 0, 0), "scored"),  # quiet: the score moved
+        (28.0, (1, 0, 0), None),  # the last day in the population: scored, score unchanged
+        (29.0, (0, 1, 0), "lapsed"),  # out: one lapsed record
+        (45.0, (0, 0, 1), None),  # still away (after a restart): no record
+        (20.0, (1, 0, 0), "scored"),  # back: emitted although the score is the one it had
     ]
+    latest = LatestScores.of(sink.read(spark))
+    for n, (days, counts, status) in enumerate(steps, start=1):
+        update(spark, path, features_df(spark, base.assign(days_since_last_event=days), ["u99"]), n)
+        if days == 45.0:  # a restart: the state is read again from the table
+            latest = LatestScores.of(sink.read(spark))
+        r = process_batch(spark, changes(spark, path, n, n), n, latest=latest, writer=writer, **run)
+        rows = sink.read(spark).where(F.col("batch_id") == n).collect()
+        assert [row["status"] for row in rows] == ([status] if status else []), (days, r.line())
+        assert (r.scored, r.lapsed, r.outside) == counts, (days, r.line())
+        if status == "lapsed":
+            (row,) = rows
+            assert row["score"] is None and row["risk_band"] is None and row["reasons"] is None
+            assert row["features_version"] == n and row["model_version"] == 1
+    history = sink.read(spark).where(F.col("user_id") == "u99").orderBy("batch_id").collect()
+    assert [r["status"] for r in history] == ["scored", "scored", "lapsed", "scored"]
+    assert history[1]["score"] == history[3]["score"]
+    assert latest.lookup(pd.Series(["u99"]))["status"].tolist() == ["scored"]
+    # The keyed state and the table's one definition agree on every user.
+    table_latest = LatestScores.of(sink.read(spark)).rows.sort_index()
+    assert_frame_equal(latest.rows.sort_index(), table_latest, check_dtype=False)
 
 
 def test_batch_scoring_matches_the_stream_and_runs_once(spark, table, tmp_path):
@@ -151,16 +198,19 @@ def test_batch_scoring_matches_the_stream_and_runs_once(spark, table, tmp_path):
         rules=RULES,
         emission=Emission("every"),
         sink=stream_sink,
+        latest=LatestScores(),
         writer="stream_scores-test",
     )
     batch_sink = ScoreSink(str(tmp_path / "batch_scores"))
     result, _ = score_table(spark, path, m, rules=RULES, sink=batch_sink)
-    assert (result.scored, result.emitted, result.batch_id) == (30, 30, 0)
+    live = int(in_population(vectors(30, seed=7)).sum())
+    assert (result.scored, result.emitted, result.batch_id) == (live, live, 0)
     columns = [
         "record_id",
         "user_id",
         "score",
         "risk_band",
+        "status",
         "model_version",
         "features_as_of",
         "features_version",
@@ -173,7 +223,7 @@ def test_batch_scoring_matches_the_stream_and_runs_once(spark, table, tmp_path):
         "score_batch-test-model-v2"
     }
     again, _ = score_table(spark, path, m, rules=RULES, sink=batch_sink)
-    assert again.skipped and batch_sink.read(spark).count() == 30
+    assert again.skipped and batch_sink.read(spark).count() == live
 
 
 def test_kafka_value_is_the_score_as_json_with_nulls_kept(spark, table):
@@ -189,10 +239,10 @@ def test_kafka_value_is_the_score_as_json_with_nulls_kept(spark, table):
     row = scored.iloc[0]
     value = by_user[row["user_id"]]
     assert list(value) == [
-        "schema_version", "record_id", "user_id", "score", "risk_band", "model_name",
+        "schema_version", "record_id", "user_id", "score", "risk_band", "status", "model_name",
         "model_version", "features_as_of", "features_version", "scored_at", "reasons",
     ]  # fmt: skip
-    assert value["schema_version"] == 1 and value["record_id"] == row["record_id"]
+    assert value["schema_version"] == 2 and value["record_id"] == row["record_id"]
     assert value["score"] == row["score"] and value["model_version"] == 3
     assert value["features_as_of"] == "2024-03-06" and value["scored_at"].endswith("Z")
     low = next(v for v in by_user.values() if v["risk_band"] != "high")

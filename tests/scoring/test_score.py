@@ -15,6 +15,8 @@ from scoring.score import (
     ScoringRules,
     emitted,
     feature_matrix,
+    in_population,
+    lapse_frame,
     score_frame,
     top_reasons,
 )
@@ -136,6 +138,21 @@ def test_feature_matrix_is_float64_in_schema_order_and_names_missing_columns():
 def test_empty_input_gives_empty_output(recency):
     out = score_frame(recency, scoring_input(vectors(0)), RULES)
     assert out.empty and list(out.columns) == list(OUTPUT_COLUMNS)
+
+
+def test_the_population_is_the_training_spines_and_lapsed_records_carry_no_score(recency):
+    x = scoring_input(vectors(5)).assign(days_since_last_event=[1.0, 27.0, 28.0, 29.0, np.nan])
+    # Eligible at as_of: an active day in [as_of - 28, as_of), i.e. at most 28 days ago.
+    assert in_population(x, 28).tolist() == [True, True, True, False, False]
+    assert in_population(x, None).all()  # a model without a lookback scores everyone
+    out = lapse_frame(recency, x[3:])
+    assert list(out.columns) == list(OUTPUT_COLUMNS)
+    assert out["status"].tolist() == ["lapsed"] * 2 and out["score"].isna().all()
+    assert out["risk_band"].isna().all() and out["reasons"].isna().all()
+    assert out["features_as_of"].tolist() == [date(2024, 3, 6)] * 2
+    assert out["record_id"].tolist() == lapse_frame(recency, x[3:])["record_id"].tolist()
+    assert out["record_id"].nunique() == 2
+    assert not set(out["record_id"]) & set(score_frame(recency, x[3:], RULES)["record_id"])
 
 
 def test_emission_every_and_changed():
