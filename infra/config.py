@@ -261,6 +261,29 @@ class ScoringConfig(_Model):
         return self
 
 
+class MetricsPorts(_Model):
+    """The port each streaming job serves /metrics on; 0: no endpoint."""
+
+    stream_features: int = Field(9108, ge=0, le=65535)
+    stream_scores: int = Field(9109, ge=0, le=65535)
+
+
+class MonitoringConfig(_Model):
+    """The streaming jobs' Prometheus endpoints (infra/metrics.py, docs/operations.md)."""
+
+    metrics_host: str = "127.0.0.1"
+    """The address /metrics listens on (0.0.0.0 inside a container a scraper reaches)."""
+    metrics_port: MetricsPorts = MetricsPorts()
+    """stream_features 9108 and stream_scores 9109 by default; 0 turns one off."""
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> MonitoringConfig:
+        p = self.metrics_port
+        if p.stream_features and p.stream_features == p.stream_scores:
+            raise ValueError(f"both streaming jobs would serve /metrics on {p.stream_features}")
+        return self
+
+
 class MlflowConfig(_Model):
     """Tracking server and registry (one URI serves both)."""
 
@@ -462,6 +485,7 @@ class Config(_Model):
     storage: StorageConfig = StorageConfig()
     stream_features: FeatureStreamConfig = FeatureStreamConfig()
     scoring: ScoringConfig = ScoringConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     mlflow: MlflowConfig = MlflowConfig()
     training: TrainingConfig = TrainingConfig()
     local_stack: LocalStackConfig = LocalStackConfig()

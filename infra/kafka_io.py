@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -238,3 +239,31 @@ def produce(
         flush=True,
     )
     return stats
+
+
+class EndOffsets:
+    """The broker's end offset of each partition of a topic, asked when called (the
+    metrics endpoint's lag); one consumer, opened on first use, never joins a group."""
+
+    def __init__(self, kafka: KafkaConfig, role: KafkaRole, timeout_s: float = 5.0) -> None:
+        self.conf = client_config(kafka, role) | {"group.id": f"churn-lag-{role}"}
+        self.timeout_s = timeout_s
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, topic: str) -> dict[int, int]:
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        with self._lock:
+            try:
+                if self._consumer is None:
+                    self._consumer = Consumer(self.conf, logger=_quiet_logger())
+                meta = self._consumer.list_topics(topic, timeout=self.timeout_s).topics[topic]
+                return {
+                    p: self._consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=self.timeout_s
+                    )[1]
+                    for p in meta.partitions
+                }
+            except KafkaException:  # unknown lag is left out of the scrape, not guessed
+                return {}

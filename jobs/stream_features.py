@@ -21,7 +21,8 @@ from pyspark.sql.streaming import StreamingQuery
 from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
-from infra.kafka_io import ensure_topics, spark_options, spark_sink_options
+from infra.kafka_io import EndOffsets, ensure_topics, spark_options, spark_sink_options
+from infra.metrics import FeatureMetrics, serve
 from infra.spark import build_spark
 from infra.streaming import (
     checkpoint_started,
@@ -77,9 +78,15 @@ def check_checkpoint(spark: SparkSession, store: FeatureStore, checkpoint: str) 
 
 
 def start_feature_stream(
-    spark: SparkSession, cfg: Config, *, available_now: bool = False, log=print
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    available_now: bool = False,
+    log=print,
+    metrics: FeatureMetrics | None = None,
 ) -> StreamingQuery:
-    """Wire Kafka -> process_batch -> Delta (+ DLQ topic) and start the query."""
+    """Wire Kafka -> process_batch -> Delta (+ DLQ topic) and start the query; each batch
+    feeds ``metrics`` when given (the job serves them on /metrics)."""
     sf = cfg.stream_features
     store = FeatureStore(cfg.warehouse_location())
     checkpoint = cfg.checkpoint_location(sf.checkpoint_name)
@@ -140,6 +147,11 @@ def start_feature_stream(
             state=state,
         )
         log(f"stream_features: {result.line()}")
+        if metrics is not None:
+            metrics.batch(batch_id, result.records, result.seconds, result.step_seconds)
+            metrics.features(
+                result.valid, result.reasons, result.users_updated, result.as_of, result.clock
+            )
         faults.reached("features.committed", batch_id)
 
     reader = (
@@ -151,7 +163,7 @@ def start_feature_stream(
     )
     if sf.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(sf.max_offsets_per_trigger))
-    return start_foreach_batch(
+    query = start_foreach_batch(
         reader.load(),
         "stream_features",
         each_batch,
@@ -159,17 +171,23 @@ def start_feature_stream(
         trigger_s=sf.trigger_s,
         available_now=available_now,
     )
+    if metrics is not None:
+        metrics.watch(lambda: query.lastProgress, end_offsets=EndOffsets(cfg.kafka, "features"))
+    return query
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config)
     spark = build_spark(cfg, app_name="stream-features")
+    m = cfg.monitoring
+    metrics = serve(FeatureMetrics(), m.metrics_host, m.metrics_port.stream_features)
     query = start_feature_stream(
         spark,
         cfg,
         available_now=args.available_now,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        metrics=metrics,
     )
     run_until_stopped(spark, query)
 

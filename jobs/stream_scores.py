@@ -30,6 +30,7 @@ from infra import faults
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.kafka_io import ensure_topics, spark_sink_options
+from infra.metrics import ScoreMetrics, serve
 from infra.mlflow_io import acting_as, fail_fast
 from infra.spark import build_spark
 from infra.streaming import (
@@ -43,7 +44,7 @@ from scoring.model import MlflowRegistry, ModelCache
 from scoring.runner import Emission, process_batch, table_version
 from scoring.score import ScoringRules
 from scoring.sink import ScoreSink, scores_path
-from store.tables import table_exists
+from store.tables import newest_version_from, table_exists
 
 Log = Callable[[str], None]
 
@@ -120,8 +121,10 @@ def start_score_stream(
     log: Log = print,
     cache: ModelCache | None = None,
     starting_version: str = "0",
+    metrics: ScoreMetrics | None = None,
 ) -> StreamingQuery:
-    """Wait for features and a model, then start user_features CDF -> score -> Kafka + Delta."""
+    """Wait for features and a model, then start user_features CDF -> score -> Kafka + Delta;
+    each batch feeds ``metrics`` when given (the job serves them on /metrics)."""
     sc = cfg.scoring
     warehouse = cfg.warehouse_location()
     features_path = f"{warehouse}/user_features"
@@ -165,6 +168,16 @@ def start_score_stream(
         )
         seen.append(batch_id)
         log(f"stream_scores: {result.line()}")
+        if metrics is not None:
+            metrics.batch(batch_id, result.rows_in, result.seconds, result.step_seconds)
+            if cache.current is not None:
+                metrics.scored(
+                    result.by_band,
+                    result.lapsed,
+                    result.emitted,
+                    cache.current.name,
+                    cache.current.version,
+                )
         faults.reached("scores.written", batch_id)
 
     if not checkpoint_started(spark, checkpoint):
@@ -181,7 +194,7 @@ def start_score_stream(
         .option("startingVersion", starting_version)
         .load(features_path)
     )
-    return start_foreach_batch(
+    query = start_foreach_batch(
         stream,
         "stream_scores",
         each_batch,
@@ -189,6 +202,12 @@ def start_score_stream(
         trigger_s=sc.trigger_s,
         available_now=available_now,
     )
+    if metrics is not None:
+        metrics.watch(
+            lambda: query.lastProgress,
+            newest_version=lambda v: newest_version_from(spark, features_path, v),
+        )
+    return query
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,12 +221,14 @@ def _main(args: argparse.Namespace, cfg: Config) -> None:
     fail_fast()  # an unreachable registry must not hold a batch for minutes (decision 55)
     # Its batches are small jobs and commits around pandas: C1 is enough (decision 49).
     spark = build_spark(cfg, app_name="stream-scores", light_jit=True)
+    m = cfg.monitoring
     query = start_score_stream(
         spark,
         cfg,
         available_now=args.available_now,
         log=lambda line: print(line, file=sys.stderr, flush=True),
         starting_version=args.starting_version,
+        metrics=serve(ScoreMetrics(), m.metrics_host, m.metrics_port.stream_scores),
     )
     run_until_stopped(spark, query)
 

@@ -123,6 +123,18 @@ def latest_per_user(features: DataFrame) -> DataFrame:
     )
 
 
+def newest_version_from(spark: SparkSession, path: str, version: int) -> int:
+    """The table's newest version, looked for from ``version`` on: a file-exists check per
+    version in ``_delta_log`` (cheap when the caller is near the end; no Spark job).
+    ``version - 1`` when ``version`` does not exist yet."""
+    hadoop_path = spark._jvm.org.apache.hadoop.fs.Path  # type: ignore[union-attr]
+    log = hadoop_path(f"{path.rstrip('/')}/_delta_log")
+    fs = log.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    while fs.exists(hadoop_path(log, f"{version:020d}.json")):
+        version += 1
+    return version - 1
+
+
 def small_writes(spark: SparkSession) -> SparkSession:
     """A session of the same application whose Delta writes collect no file statistics.
 

@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from infra import stack as local_stack
-from infra.config import Config, load_config
+from infra.config import Config, MetricsPorts, load_config
 from infra.spark import build_spark
 
 USE_RUNNING = os.environ.get("CHURN_TEST_STACK") == "running"
@@ -80,6 +80,10 @@ def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
                 }
             ),
             "spark": cfg.spark.model_copy(update={"shuffle_partitions": 2}),
+            # No /metrics endpoints unless a test asks for one (tests/integration/test_metrics.py).
+            "monitoring": cfg.monitoring.model_copy(
+                update={"metrics_port": MetricsPorts(stream_features=0, stream_scores=0)}
+            ),
         }
     )
 
