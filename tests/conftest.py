@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from infra import stack as local_stack
-from infra.config import Config, MetricsPorts, load_config
+from infra.config import Config, MetricsPorts, MonitoringConfig, load_config
 from infra.spark import build_spark
 
 USE_RUNNING = os.environ.get("CHURN_TEST_STACK") == "running"
@@ -28,6 +28,10 @@ USE_RUNNING = os.environ.get("CHURN_TEST_STACK") == "running"
 # is down: a client retrying a killed broker's port in that range may even connect to
 # itself. A CI run lost its restarted broker that way ("Address already in use").
 _SERVER_PORTS = range(20000, 32768)
+
+# Jobs the tests start serve no /metrics, unless a test asks for an endpoint
+# (tests/integration/test_metrics.py): 9108/9109 stay free, and parallel jobs never clash.
+NO_METRICS = MonitoringConfig(metrics_port=MetricsPorts(stream_features=0, stream_scores=0))
 
 
 def free_ports(n: int) -> int:
@@ -80,10 +84,7 @@ def base_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
                 }
             ),
             "spark": cfg.spark.model_copy(update={"shuffle_partitions": 2}),
-            # No /metrics endpoints unless a test asks for one (tests/integration/test_metrics.py).
-            "monitoring": cfg.monitoring.model_copy(
-                update={"metrics_port": MetricsPorts(stream_features=0, stream_scores=0)}
-            ),
+            "monitoring": NO_METRICS,
         }
     )
 

@@ -33,7 +33,7 @@ import yaml
 from infra import stack as local_stack
 from infra import stack_postgres, stack_spark, submit
 from infra.config import REPO_ROOT, Config, load_config
-from tests.conftest import free_port
+from tests.conftest import NO_METRICS, free_port
 from tests.integration import notebooks
 from tests.integration.streaming import kills_under_load, write_config
 
@@ -72,6 +72,7 @@ def cluster() -> Iterator[ClusterStack]:
             "shuffle_partitions": 2,
             "conf": {"spark.hadoop.fs.s3a.endpoint": f"http://127.0.0.1:{s3_port}"},
         },
+        "monitoring": NO_METRICS.model_dump(),
         "local_stack": {
             "state_dir": str(state),
             "kafka_port": kafka,

@@ -26,7 +26,7 @@ from infra.config import REPO_ROOT, Config, load_config
 from infra.kafka_io import client_config, ensure_topics, producer_config, spark_options
 from infra.mlflow_io import acting_as
 from infra.stack_security import READER_GROUP_PREFIX, read_env_file
-from tests.conftest import free_port
+from tests.conftest import NO_METRICS, free_port
 from tests.integration import notebooks
 from tests.integration.streaming import wait_for
 
@@ -75,6 +75,7 @@ def secure(tmp_path_factory) -> Iterator[SecureStack]:
                 "spark.eventLog.compress": "false",
             },
         },
+        "monitoring": NO_METRICS.model_dump(),
         "local_stack": {
             "state_dir": str(state),
             "kafka_port": kafka_port,
