@@ -207,6 +207,11 @@ class FeatureStreamConfig(_Model):
     """Events before it are quarantined as before_earliest_event_time: a zero or epoch
     timestamp is a producer's bug, not an event (a replay of older logs lowers it; null: no
     bound). With a zone, e.g. 2000-01-01T00:00:00Z."""
+    dq_stop_on: Literal["never", "warn", "error"] = "error"
+    """Stop the stream, before a batch's features are written, on a violation of a data-
+    quality expectation of this severity or above (features/expectations.py): error (only
+    a bug or a corrupt state breaks those), warn (also what the data can break: volume,
+    event types), never (count them only)."""
     trigger_s: float = Field(1, ge=0)
     """Seconds between micro-batches; 0 drains what is in the topic and stops (availableNow)."""
     max_offsets_per_trigger: int | None = Field(400_000, ge=1)

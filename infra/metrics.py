@@ -217,6 +217,12 @@ class FeatureMetrics(StreamMetrics):
             ["job"],
             registry=r,
         )
+        self.dq = Counter(
+            "churn_dq_violations",
+            "Data-quality expectations broken, by check and severity (features.expectations)",
+            ["job", "check", "severity"],
+            registry=r,
+        )
         self.clock = Gauge(
             "churn_event_clock_timestamp_seconds",
             "The newest event time processed, as a Unix time",
@@ -243,6 +249,11 @@ class FeatureMetrics(StreamMetrics):
         if clock is not None:
             self.clock.labels(job=self.job).set(_epoch(clock))
             self.live.stamps["clock"] = _epoch(clock)
+
+    def violations(self, found: Mapping[str, int], severity: Callable[[str], str]) -> None:
+        """A batch's data-quality violations (check -> count) and each check's severity."""
+        for check, n in found.items():
+            self.dq.labels(job=self.job, check=check, severity=severity(check)).inc(n)
 
 
 class ScoreMetrics(StreamMetrics):

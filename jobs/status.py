@@ -131,6 +131,11 @@ def describe(job: str, s: Scrape) -> list[str]:
             f"{_n(s.value('churn_valid_records_total'))} valid, "
             f"{sum(quarantined.values()):,.0f} quarantined" + (f" ({reasons})" if reasons else "")
         )
+        dq = s.by("churn_dq_violations_total", "check")
+        lines.append(
+            "  data quality    "
+            + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(dq.items())) or "no violations")
+        )
         lines.append(
             f"  freshness       features as of {_age(s.value('churn_feature_age_seconds'))} ago, "
             f"event clock {_age(s.value('churn_event_clock_age_seconds'))} behind the wall clock"

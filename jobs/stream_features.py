@@ -30,7 +30,7 @@ from infra.streaming import (
     run_until_stopped,
     start_foreach_batch,
 )
-from store.ingest import IngestRules, last_batch, process_batch
+from store.ingest import DataQualityError, IngestRules, last_batch, process_batch
 from store.state import StreamState
 from store.tables import FeatureStore
 
@@ -63,6 +63,7 @@ def ingest_rules(cfg: Config) -> IngestRules:
         max_future_skew_s=sf.max_future_skew_s,
         allowed_lateness_s=sf.allowed_lateness_s,
         earliest_event_time=sf.earliest_event_time,
+        dq_stop_on=sf.dq_stop_on,
     )
 
 
@@ -136,22 +137,29 @@ def start_feature_stream(
         )
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
-        result = process_batch(
-            spark,
-            store,
-            batch,
-            batch_id,
-            rules,
-            the_app,
-            on_rejects=to_dlq if sf.dlq_to_kafka else None,
-            state=state,
-        )
+        try:
+            result = process_batch(
+                spark,
+                store,
+                batch,
+                batch_id,
+                rules,
+                the_app,
+                on_rejects=to_dlq if sf.dlq_to_kafka else None,
+                state=state,
+            )
+        except DataQualityError as exc:  # counted and said, then the query stops
+            if metrics is not None:
+                metrics.violations(exc.result.dq, rules.expectations.severity)
+            log(f"stream_features: {exc}")
+            raise
         log(f"stream_features: {result.line()}")
         if metrics is not None:
             metrics.batch(batch_id, result.records, result.seconds, result.step_seconds)
             metrics.features(
                 result.valid, result.reasons, result.users_updated, result.as_of, result.clock
             )
+            metrics.violations(result.dq, rules.expectations.severity)
         faults.reached("features.committed", batch_id)
 
     reader = (

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
@@ -74,6 +74,7 @@ from features.events import (
     time_rules,
     utc_date,
 )
+from features.expectations import Expectations
 from features.validate import PARSE_REASONS
 from infra.timing import StepTimes
 from store.state import (
@@ -96,7 +97,7 @@ BATCHES_SCHEMA = (
     "app_id string, batch_id long, records long, valid long, quarantined long, "
     "reasons map<string,long>, clock timestamp, watermark timestamp, "
     "partition_clocks map<string,timestamp>, as_of date, users_updated long, "
-    "refreshed_all boolean, processed_at timestamp"
+    "refreshed_all boolean, processed_at timestamp, dq_violations map<string,long>"
 )
 # The Kafka coordinates that name one record (duplicates are marked by them).
 COORDINATES = ("source_topic", "source_partition", "source_offset")
@@ -134,6 +135,22 @@ class IngestRules:
     max_future_skew_s: int = 3600
     allowed_lateness_s: int = 3 * 86400
     earliest_event_time: datetime | None = datetime(2000, 1, 1, tzinfo=UTC)
+    expectations: Expectations = field(default_factory=Expectations)
+    # Violations of this severity or above stop the stream (features.expectations).
+    dq_stop_on: Literal["never", "warn", "error"] = "error"
+
+
+class DataQualityError(RuntimeError):
+    """A batch broke an expectation severe enough to stop the stream (``dq_stop_on``)."""
+
+    def __init__(self, result: BatchResult, checks: list[str]) -> None:
+        self.result = result
+        found = ", ".join(f"{c}={result.dq[c]}" for c in checks)
+        super().__init__(
+            f"batch {result.batch_id}: data-quality expectations broken ({found}); the "
+            "stream stops before writing its features. The batch is retried from the "
+            "checkpoint at the next start (stream_features.dq_stop_on sets what stops it)"
+        )
 
 
 @dataclass
@@ -149,6 +166,7 @@ class BatchResult(StepTimes):
     as_of: date | None = None
     users_updated: int = 0
     refreshed_all: bool = False
+    dq: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: bool = False
 
@@ -163,8 +181,13 @@ class BatchResult(StepTimes):
             f"{self.quarantined:,} quarantined ({reasons}); clock {self.clock}, "
             f"watermark {self.watermark}, "
             f"as_of {self.as_of}; features for {self.users_updated:,} {scope}; "
-            f"{self.seconds:.1f}s ({self.steps_text()})"
+            + (f"dq violations: {dq}; " if (dq := _counts(self.dq)) else "")
+            + f"{self.seconds:.1f}s ({self.steps_text()})"
         )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
 
 def as_of_for(clock: datetime) -> date:
@@ -443,6 +466,7 @@ def _apply(
             )
             t = r.step("aggregate", t)
 
+        features = None
         if r.clock is not None:
             r.as_of = as_of_for(r.clock)
             r.refreshed_all = prev is None or prev["as_of"] != r.as_of
@@ -450,18 +474,22 @@ def _apply(
                 touched = None if r.refreshed_all else set(valid_rows["user_id"])
                 features = _features(state, r.as_of, touched)
                 r.users_updated = len(features)
-                stored_features = features.append_column(
-                    "batch_id", pa.array([batch_id] * len(features), pa.int64())
-                )
-                start(
-                    "user_features",
-                    lambda: append(
-                        small.createDataFrame(stored_features),
-                        store.path("user_features"),
-                        properties=CDF,
-                    ),
-                )
-                t = r.step("features", t)
+        r.dq = rules.expectations.check(features, valid_rows, r.records, r.valid, state.recent)
+        if stop := rules.expectations.stops(r.dq, rules.dq_stop_on):
+            raise DataQualityError(r, stop)
+        if features is not None:
+            stored_features = features.append_column(
+                "batch_id", pa.array([batch_id] * len(features), pa.int64())
+            )
+            start(
+                "user_features",
+                lambda: append(
+                    small.createDataFrame(stored_features),
+                    store.path("user_features"),
+                    properties=CDF,
+                ),
+            )
+        t = r.step("features", t)
 
         row = _batch_row(r, app_id)
         start(
@@ -469,6 +497,8 @@ def _apply(
             lambda: append(
                 small.createDataFrame([tuple(row.values())], BATCHES_SCHEMA),
                 store.path("feature_batches"),
+                # A table from before dq_violations gets the column (null in older rows).
+                properties={"mergeSchema": "true"},
             ),
         )
         for done in started:
@@ -507,6 +537,7 @@ def _batch_row(r: BatchResult, app_id: str) -> dict[str, Any]:
         "users_updated": r.users_updated,
         "refreshed_all": r.refreshed_all,
         "processed_at": datetime.now(UTC),
+        "dq_violations": r.dq,
     }
 
 

@@ -188,6 +188,27 @@ def horizons(
     return min(as_of - timedelta(days=LOOKBACK_DAYS), seen_from), seen_from
 
 
+RECENT_BATCHES = 20
+
+
+def recent_volumes(
+    spark: SparkSession, store: FeatureStore, app_id: str, upto: int
+) -> list[tuple[int, int]]:
+    """(records, valid) of this app's last RECENT_BATCHES batches up to ``upto``, oldest
+    first."""
+    if upto < 0 or not store.exists(spark, "feature_batches"):
+        return []
+    rows = (
+        store.read(spark, "feature_batches")
+        .where(
+            (F.col("app_id") == app_id) & F.col("batch_id").between(upto - RECENT_BATCHES + 1, upto)
+        )
+        .select("batch_id", "records", "valid")
+        .collect()
+    )
+    return [(r["records"], r["valid"]) for r in sorted(rows, key=lambda r: r["batch_id"])]
+
+
 @dataclass
 class StreamState:
     """The hot state after the batch ``prev`` (None: before the first one)."""
@@ -198,6 +219,9 @@ class StreamState:
     ids: IdIndex
     daily_from: date | None
     seen_from: date | None
+    # The recent complete batches' (records, valid), oldest first: the volume expectation's
+    # reference (features.expectations).
+    recent: list[tuple[int, int]] = field(default_factory=list)
     # The first batch after a load may have been written in part before a crash.
     may_be_replay: bool = True
     upto: int = field(init=False)
@@ -235,7 +259,15 @@ class StreamState:
             daily, lifetime = frame(daily_t, DAILY_KEY), frame(life_t, LIFETIME_KEY)
         ids = IdIndex.open(ids_dir) if ids_dir is not None else IdIndex()
         fill_ids(spark, store, ids, upto, seen_from)
-        return cls(prev, daily, lifetime, ids, daily_from, seen_from)
+        return cls(
+            prev,
+            daily,
+            lifetime,
+            ids,
+            daily_from,
+            seen_from,
+            recent_volumes(spark, store, app_id, upto),
+        )
 
     def holds_day(self, day: pd.Timestamp) -> bool:
         return self.daily_from is None or day >= pd.Timestamp(self.daily_from)
@@ -277,6 +309,7 @@ class StreamState:
         self.ids.add(prev["batch_id"], self.pending_ids)
         self.pending_ids = {}
         self.prev, self.upto, self.may_be_replay = prev, prev["batch_id"], False
+        self.recent = [*self.recent, (prev["records"], prev["valid"])][-RECENT_BATCHES:]
         self.daily_from, self.seen_from = horizons(
             prev["as_of"], prev["watermark"], allowed_lateness_s
         )

@@ -66,6 +66,7 @@ def test_the_feature_streams_metrics_as_scraped_and_shown(endpoints):
     clock = datetime(2024, 3, 6, 10, tzinfo=UTC)
     metrics.batch(0, 120, 2.5, {"parse": 1.0, "write": 1.5})
     metrics.features(100, {"not_json": 15, "key_mismatch": 5}, 30, date(2024, 3, 7), clock)
+    metrics.violations({"volume:valid_share": 1}, lambda _check: "warn")
     metrics.batch(1, 10, 1.5, {"parse": 0.5})
     metrics.features(8, {"not_json": 2}, 4, date(2024, 3, 7), clock)
 
@@ -86,6 +87,8 @@ def test_the_feature_streams_metrics_as_scraped_and_shown(endpoints):
     assert "130 in: 108 valid, 22 quarantined (key_mismatch 5, not_json 17)" in text
     assert "lag             10 records (events[0] 10, events[1] 0)" in text
     assert "features as of 12.0 h ago" in text
+    assert "data quality    volume:valid_share 1" in text
+    assert s.value("churn_dq_violations_total", check="volume:valid_share", severity="warn") == 1
 
 
 def test_the_scorers_metrics_and_a_job_that_is_down(endpoints):

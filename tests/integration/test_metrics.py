@@ -108,6 +108,7 @@ def test_both_streams_serve_metrics_that_match_what_they_did(
         assert f.value("churn_feature_as_of_timestamp_seconds") == as_of.timestamp()
         assert f.value("churn_feature_age_seconds") > 0
         assert f.value("churn_batch_duration_seconds_count") == batches.count()
+        assert f.samples.get("churn_dq_violations_total", []) == []  # clean simulated data
 
         # The scorer: records by band and status, the model, the table it wrote.
         table = ScoreSink(scores_path(cfg.storage.warehouse)).read(spark)
@@ -130,6 +131,7 @@ def test_both_streams_serve_metrics_that_match_what_they_did(
         assert f"stream_features  up    {features_url}" in shown.stdout
         assert f"  lag             0 records ({cfg.kafka.topics.events}[0] 0," in shown.stdout
         assert f"{len(records):,} valid, {len(BAD)} quarantined" in shown.stdout
+        assert "  data quality    no violations" in shown.stdout
         assert f"  model           {cfg.mlflow.model_name} v1" in shown.stdout
         assert "  lag             0 table versions behind" in shown.stdout
     finally:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from features.expectations import Expectations, InSet
 from infra.spark import CHECKPOINT_INTERVAL
-from store.ingest import IngestRules, process_batch
+from store.ingest import DataQualityError, IngestRules, process_batch
 from store.state import StreamState
 from store.tables import FeatureStore
 
@@ -126,3 +128,43 @@ def test_the_id_index_catches_up_with_the_tables_and_is_refilled_when_ahead(spar
     r0 = ingest(fresh, state, 0, b_again)
     assert (r0.valid, r0.reasons) == (1, {})
     state.ids.close()
+
+
+def test_expectations_are_counted_in_the_batch_row_and_an_error_stops_before_the_features(
+    spark, tmp_path
+):
+    store = FeatureStore(str(tmp_path))
+    ok = process_batch(
+        spark,
+        store,
+        spark.createDataFrame([record("u1", "a", "2024-03-10T12:00:00Z", 0, 0)], RAW),
+        0,
+        IngestRules(),
+        "app",
+    )
+    assert ok.dq == {} and "dq violations" not in ok.line()
+    # Page views are not among the counted types of this declaration: a warning, counted.
+    counted = frozenset({"purchase"})
+    warn = IngestRules(expectations=Expectations(events=(InSet("event_type", counted),)))
+    batch = spark.createDataFrame([record("u2", "b", "2024-03-10T13:00:00Z", 0, 1)], RAW)
+    r = process_batch(spark, store, batch, 1, warn, "app")
+    assert r.dq == {"in_set:event_type": 1} and "dq violations: in_set:event_type=1" in r.line()
+    rows = {
+        b["batch_id"]: b["dq_violations"] for b in store.read(spark, "feature_batches").collect()
+    }
+    assert rows == {0: {}, 1: {"in_set:event_type": 1}}
+
+    # The same check as an error: the batch stops before its features are written, and is
+    # redone whole at the next start (here with the check counted only).
+    strict = Expectations(events=(InSet("event_type", counted, severity="error"),))
+    batch = spark.createDataFrame([record("u3", "c", "2024-03-10T14:00:00Z", 0, 2)], RAW)
+    with pytest.raises(DataQualityError, match=r"batch 2: .*in_set:event_type=1"):
+        process_batch(spark, store, batch, 2, IngestRules(expectations=strict), "app")
+    features = store.read(spark, "user_features")
+    assert features.where("batch_id = 2").count() == 0
+    assert store.read(spark, "feature_batches").where("batch_id = 2").count() == 0
+    again = IngestRules(expectations=strict, dq_stop_on="never")
+    redone = process_batch(spark, store, batch, 2, again, "app")
+    assert redone.dq == {"in_set:event_type": 1}
+    assert store.read(spark, "user_features").where("batch_id = 2").count() == 1
+    assert store.read(spark, "events").count() == 3  # each event once
