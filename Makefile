@@ -29,7 +29,7 @@ ARGS ?=
 SECRETS := .local/stack/secrets.env
 WITH_SECRETS := if [ -f $(SECRETS) ]; then set -a; . ./$(SECRETS); set +a; fi;
 
-.PHONY: help setup jars up down status cluster-up cluster-down submit test test-fast lint k8s demo notebook bench soak clean
+.PHONY: help setup jars up down status cluster-up cluster-down submit test test-fast lint k8s demo screenshots notebook bench soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ lint: setup  ## ruff (lint + format check, notebooks too) and mypy
 
 demo: up  ## run the pipeline end to end on the local stack (CONFIG=secure: secured, docs/security.md)
 	@$(WITH_SECRETS) $(PY) -m jobs.demo --config $(CONFIG)
+
+screenshots: setup  ## headless-Chromium screenshots of the MLflow pages the last `make demo` linked, into .local/screenshots (SHOTS_DIR); installs Debian's chromium when missing (root)
+	@$(PY) -m infra.browser shots --out $(or $(SHOTS_DIR),.local/screenshots)
 
 notebook: setup  ## JupyterLab in the venv on 127.0.0.1:8888 (NOTEBOOK_PORT), opened at notebooks/; run `make demo` first
 	@$(WITH_SECRETS) CHURN_CONFIG=$(CONFIG) $(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \

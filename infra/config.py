@@ -274,12 +274,18 @@ class MetricsPorts(_Model):
 
 
 class MonitoringConfig(_Model):
-    """The streaming jobs' Prometheus endpoints (infra/metrics.py, docs/operations.md)."""
+    """The streaming jobs' Prometheus endpoints (infra/metrics.py, docs/operations.md) and
+    the drift check (jobs/drift.py, docs/training.md)."""
 
     metrics_host: str = "127.0.0.1"
     """The address /metrics listens on (0.0.0.0 inside a container a scraper reaches)."""
     metrics_port: MetricsPorts = MetricsPorts()
     """stream_features 9108 and stream_scores 9109 by default; 0 turns one off."""
+    drift_psi_threshold: float = Field(0.25, gt=0)
+    """jobs.drift: a PSI above this, for a feature or the score, starts a training run
+    (0.1-0.25 is read as a moderate shift, above 0.25 as one worth retraining for)."""
+    drift_on_schedule: bool = True
+    """jobs.schedule_train runs the drift check at each tick, before its new-data check."""
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MonitoringConfig:

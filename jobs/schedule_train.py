@@ -1,6 +1,7 @@
 """Run churn-model training on a cron schedule (UTC): the embedded scheduler.
 
-At each cron time: take the training lock (skip if another training holds it), compare the
+At each cron time: check drift (jobs/drift.py; a breach trains at once, tagged with it);
+then take the training lock (skip if another training holds it), compare the
 daily table's Delta version with the one the last successful training used (skip if
 unchanged), else train in this process and record the version. Runs never overlap; fire
 times missed while a run was busy are logged and not replayed. Every decision is logged
@@ -25,8 +26,10 @@ from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.mlflow_io import acting_as
 from infra.spark import build_spark
+from jobs.drift import check_and_act
 from training.pipeline import current_table_version, daily_table, train
 from training.registry import last_trained_version, tracking
+from training.result import Trigger
 from training.schedule import Decision, run_guarded, run_schedule
 
 
@@ -78,9 +81,14 @@ class Trainer:
             )
 
     def _train(self, version: int) -> dict[str, Any]:
-        return train(self.session(), self.cfg, table_version=version).summary()
+        why = Trigger("schedule", f"new data: daily table version {version}")
+        return train(self.session(), self.cfg, table_version=version, trigger=why).summary()
 
     def tick(self) -> Decision:
+        if self.cfg.monitoring.drift_on_schedule:
+            _, decision = check_and_act(self.session(), self.cfg, log=log)
+            if decision is not None:  # drift asked for a training run: that was the tick
+                return decision
         return run_guarded(
             self.cfg.resolve(self.cfg.training.state_dir),
             current_version=lambda: current_table_version(self.session(), self.cfg),

@@ -12,6 +12,7 @@ reading: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 a shift worth a r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from matplotlib.figure import Figure
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.registry import FEATURE_NAMES
+from features.registry import FEATURE_NAMES, FEATURES, Col, DaysSince
 from scoring.latest import current
 from scoring.score import BANDS, in_population
 
@@ -132,13 +133,97 @@ def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.append(counts, nulls.sum()) / max(len(values), 1)
 
 
+def binned(reference: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """A reference distribution as kept with a model: its bin edges and shares (nulls last),
+    plus its mean and null share for the report."""
+    ref = np.asarray(reference, dtype=np.float64)
+    edges = _bins(ref, bins)
+    return {
+        "edges": edges.tolist(),
+        "shares": _shares(ref, edges).tolist(),
+        "mean": float(np.nanmean(ref)) if np.isfinite(ref).any() else float("nan"),
+        "null": float(np.isnan(ref).mean()) if ref.size else 0.0,
+    }
+
+
+def psi_to(reference: dict[str, list[float]], live: np.ndarray) -> float:
+    """PSI of ``live`` against a :func:`binned` reference (see the module doc)."""
+    cur = np.asarray(live, dtype=np.float64)
+    p = np.maximum(np.asarray(reference["shares"]), _FLOOR)
+    q = np.maximum(_shares(cur, np.asarray(reference["edges"])), _FLOOR)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
 def psi(reference: np.ndarray, live: np.ndarray, bins: int = 10) -> float:
     """Population stability index of `live` against `reference` (see the module doc)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cur = np.asarray(live, dtype=np.float64)
-    edges = _bins(ref, bins)
-    p, q = (np.maximum(_shares(v, edges), _FLOOR) for v in (ref, cur))
-    return float(np.sum((q - p) * np.log(q / p)))
+    return psi_to(binned(reference, bins), live)
+
+
+def _reading(value: float) -> str:
+    return "major" if value > PSI_MAJOR else "moderate" if value > PSI_MODERATE else "stable"
+
+
+SCORE = "score"  # the report's row for the model's output
+DRIFT_REFERENCE = "drift/reference.json"  # in each training run's artifacts
+
+
+def comparable(history_days: int) -> frozenset[str]:
+    """The features whose drift can start a retraining, for a reference taken
+    ``history_days`` after the data's first day: not cumulative (lifetime counts and sums,
+    tenure grow with the calendar for every user), and windows that were full then (a
+    longer window held only the history there was). The others are reported only."""
+    out = set()
+    for f in FEATURES:
+        cumulative = isinstance(f.formula, Col) or (
+            isinstance(f.formula, DaysSince) and f.formula.name == "first_active_date"
+        )
+        span = max((ws.lookback_days for ws in f.window_sums), default=0)
+        if not cumulative and span <= history_days:
+            out.add(f.name)
+    return frozenset(out)
+
+
+def reference(
+    features: pd.DataFrame,
+    scores: np.ndarray,
+    history_days: int,
+    names: Sequence[str] = FEATURE_NAMES,
+) -> dict[str, Any]:
+    """What training keeps with a model for drift checks: each feature's and the score's
+    distribution, binned, and how many days of history the rows had (jobs.drift compares
+    the live population with it)."""
+    bins = {n: binned(features[n].to_numpy(dtype=np.float64, na_value=np.nan)) for n in names}
+    bins[SCORE] = binned(np.asarray(scores, dtype=np.float64))
+    return {"history_days": int(history_days), "bins": bins}
+
+
+def drift_against(
+    ref: dict[str, Any], live: pd.DataFrame, scores: np.ndarray | None
+) -> pd.DataFrame:
+    """Per feature (and ``score`` when ``scores`` are given): PSI of the live values against
+    the kept reference, its reading, whether it can trigger a retraining (``comparable``;
+    the score always can), means and null shares; most drifted first."""
+    bins = ref["bins"]
+    counts = comparable(int(ref["history_days"])) | {SCORE}
+    columns = {n: live[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in bins if n != SCORE}
+    if scores is not None:
+        columns[SCORE] = np.asarray(scores, dtype=np.float64)
+    rows = []
+    for name, values in columns.items():
+        value = psi_to(bins[name], values)
+        rows.append(
+            {
+                "feature": name,
+                "psi": value,
+                "shift": _reading(value),
+                "triggers": name in counts,
+                "reference_mean": bins[name]["mean"],
+                "live_mean": np.nanmean(values) if np.isfinite(values).any() else np.nan,
+                "reference_null": bins[name]["null"],
+                "live_null": float(np.isnan(values).mean()) if values.size else 0.0,
+            }
+        )
+    return pd.DataFrame(rows).sort_values("psi", ascending=False).reset_index(drop=True)
 
 
 def drift(
@@ -158,11 +243,7 @@ def drift(
             {
                 "feature": name,
                 "psi": value,
-                "shift": "major"
-                if value > PSI_MAJOR
-                else "moderate"
-                if value > PSI_MODERATE
-                else "stable",
+                "shift": _reading(value),
                 "reference_mean": np.nanmean(ref) if np.isfinite(ref).any() else np.nan,
                 "live_mean": np.nanmean(cur) if np.isfinite(cur).any() else np.nan,
                 "reference_null": float(np.isnan(ref).mean()),

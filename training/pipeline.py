@@ -24,7 +24,7 @@ from training.dataset import daily_columns, training_set
 from training.evaluate import binary_metrics
 from training.model import fit_lightgbm, lightgbm_params, positive_weight, predict
 from training.progress import say, stage
-from training.result import Fitted, TrainingResult
+from training.result import MANUAL, Fitted, TrainingResult, Trigger
 from training.spine import LABEL, SPINE_KEY, check_explicit_cutoffs, scheduled_cutoffs
 from training.split import CutoffSplit, split_cutoffs, split_frame
 from training.tracking import log_run
@@ -131,11 +131,18 @@ def fit_and_evaluate(parts: dict[str, pd.DataFrame], t: TrainingConfig) -> Fitte
     return Fitted(booster, params, parts, scores, metrics, valid)
 
 
-def train(spark: SparkSession, cfg: Config, *, table_version: int | None = None) -> TrainingResult:
+def train(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    table_version: int | None = None,
+    trigger: Trigger = MANUAL,
+) -> TrainingResult:
     """Train, evaluate, log, register and gate one model from the daily table.
 
     table_version pins the Delta version to read (the scheduler passes the one it checked);
-    None reads the current one. Prints progress; returns a TrainingResult.
+    None reads the current one. ``trigger`` (why this run started) is tagged on the run.
+    Prints progress; returns a TrainingResult.
     """
     t0 = time.monotonic()
     t = cfg.training
@@ -182,7 +189,7 @@ def train(spark: SparkSession, cfg: Config, *, table_version: int | None = None)
         "lookback_days": t.lookback_days,
     }
     with stage("MLflow run, registry and gate"):
-        result = log_run(cfg, fitted, split, lineage)
+        result = log_run(cfg, fitted, split, lineage, trigger)
     result = replace(result, seconds=time.monotonic() - t0)
     say(
         f"run {result.run_id}: {result.model_name} v{result.model_version} "

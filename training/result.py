@@ -59,3 +59,18 @@ class TrainingResult:
             "rows": self.rows,
             "seconds": round(self.seconds, 1),
         }
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a training run started, tagged on its MLflow run (``churn.trigger``, ``.reason``):
+    ``manual`` (jobs.train), ``schedule`` (new data), ``drift`` (jobs.drift)."""
+
+    kind: str = "manual"
+    reason: str = ""
+
+    def tags(self) -> dict[str, str]:
+        return {"churn.trigger": self.kind, "churn.trigger_reason": self.reason or self.kind}
+
+
+MANUAL = Trigger()

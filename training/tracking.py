@@ -28,6 +28,7 @@ from mlflow.types import ColSpec, Schema
 
 from features.registry import FEATURE_NAMES
 from infra.config import Config
+from scoring.monitor import DRIFT_REFERENCE, reference
 from training import plots
 from training.evaluate import baseline_margins, binary_metrics, calibration_table
 from training.gate import GateDecision, decide
@@ -43,7 +44,7 @@ from training.registry import (
     record_decision,
     tracking,
 )
-from training.result import Fitted, TrainingResult
+from training.result import MANUAL, Fitted, TrainingResult, Trigger
 from training.spine import LABEL
 from training.split import SPLITS, CutoffSplit
 
@@ -156,7 +157,11 @@ def _score_champion(
 
 
 def log_run(
-    cfg: Config, fitted: Fitted, split: CutoffSplit, lineage: Mapping[str, Any]
+    cfg: Config,
+    fitted: Fitted,
+    split: CutoffSplit,
+    lineage: Mapping[str, Any],
+    trigger: Trigger = MANUAL,
 ) -> TrainingResult:
     """One MLflow run for `fitted`; registers the model, sets `challenger`, gates `champion`."""
     t, name = cfg.training, cfg.mlflow.model_name
@@ -184,6 +189,7 @@ def log_run(
                     **lineage_tags,
                     "data.first_day": str(lineage["first_day"]),
                     "data.data_end": str(lineage["data_end"]),
+                    **trigger.tags(),
                 }
             )
             mlflow.log_metrics(_metrics(fitted))
@@ -200,6 +206,13 @@ def log_run(
             mlflow.log_dict(cfg.redacted(), "config.json")
             _log_inputs(fitted.parts, lineage)
             _log_artifacts(fitted, t.shap_rows, t.lightgbm.seed)
+            # The population the model is judged on: the newest cutoff's rows and their
+            # scores, the reference jobs.drift compares live features and scores with.
+            history = (split.test[-1] - lineage["first_day"]).days
+            test_rows = fitted.parts["test"][FEATURE_NAMES]
+            mlflow.log_dict(
+                reference(test_rows, fitted.test_scores["model"], history), DRIFT_REFERENCE
+            )
 
             test = fitted.parts["test"]
             x_example = test[FEATURE_NAMES].head(5)

@@ -5,6 +5,7 @@ against what the second demo left."""
 from __future__ import annotations
 
 import json
+import struct
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import browser
 from infra.config import Config
 from jobs import demo
 from tests.integration import notebooks
@@ -25,6 +27,17 @@ def rest(base: str, path: str, **params: str) -> dict:
     url = f"{base}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=30) as resp:
         return json.load(resp)
+
+
+def search_runs(base: str, experiment_id: str) -> list[dict]:
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/runs/search",
+        method="POST",
+        data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.load(resp)["runs"]
 
 
 @dataclass(frozen=True)
@@ -100,17 +113,7 @@ def test_demo_runs_end_to_end_twice_and_mlflow_shows_its_runs_model_and_champion
     assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
     runs_page = f"{uri}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
     assert s["where"]["runs"] == runs_page
-    runs = json.loads(
-        urllib.request.urlopen(
-            urllib.request.Request(
-                f"{uri}/api/2.0/mlflow/runs/search",
-                method="POST",
-                data=json.dumps({"experiment_ids": [exp["experiment_id"]]}).encode(),
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=30,
-        ).read()
-    )["runs"]
+    runs = search_runs(uri, exp["experiment_id"])
     run_ids = [first["training"]["run_id"], s["training"]["run_id"]]
     assert sorted(r["info"]["run_id"] for r in runs) == sorted(run_ids)
     for r in runs:
@@ -127,6 +130,30 @@ def test_demo_runs_end_to_end_twice_and_mlflow_shows_its_runs_model_and_champion
     expected = run_ids[1] if s["training"]["promoted"] else run_ids[0]
     assert champion["model_version"]["run_id"] == expected
     assert s["scores"]["model_versions"] == [f"model-{tag}/{champion['model_version']['version']}"]
+
+
+def test_the_pages_the_demo_links_show_its_runs_and_model_in_a_browser(
+    demo_run, mlflow_stack, tmp_path
+):
+    """MLflow's UI rendered by headless Chromium, as a user's browser shows it: the training
+    runs (not the GenAI overview), the newest run with its metrics, the model with its
+    champion; each page also as a screenshot (docs/images holds the demo's)."""
+    s, tag = demo_run.summary, demo_run.tag
+    pages = browser.demo_pages(s)
+    found = search_runs(mlflow_stack.mlflow_uri, s["training"]["experiment_id"])
+    names = {r["info"]["run_id"]: r["info"]["run_name"] for r in found}
+    runs = browser.page_text(pages["mlflow-training-runs"])
+    assert "2 matching runs" in runs and all(n in runs for n in names.values()), runs[:2000]
+    assert "Observability" not in runs  # the GenAI layout's navigation
+    run = browser.page_text(pages["mlflow-run"])
+    assert names[s["training"]["run_id"]] in run and "test_roc_auc" in run, run[:2000]
+    model = browser.page_text(pages["mlflow-model"])
+    assert f"model-{tag}" in model and "@ champion" in model, model[:2000]
+    for name, url in pages.items():
+        png = browser.screenshot(url, tmp_path / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert (width, height) == browser.WINDOW and len(png) > 20_000, (name, len(png))
 
 
 @pytest.mark.parametrize("notebook", notebooks.NOTEBOOKS, ids=notebooks.IDS)

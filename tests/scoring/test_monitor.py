@@ -85,3 +85,32 @@ def test_reason_counts_by_position_and_band():
     assert out.loc["x", "high"] == 1 and out.loc["x", "medium"] == 1
     assert out.loc["x", "mean_contribution"] == pytest.approx(1.25)
     assert monitor.reason_counts(_scores().iloc[3:]).empty
+
+
+def test_a_kept_reference_gives_the_psi_of_the_raw_reference_and_survives_json():
+    import json
+
+    rng = np.random.default_rng(1)
+    names = ["a", "b"]
+    train = pd.DataFrame({"a": rng.normal(0, 1, 5000), "b": rng.poisson(3, 5000).astype(float)})
+    ref = json.loads(json.dumps(monitor.reference(train, rng.random(5000), 365, names)))
+    assert set(ref["bins"]) == {"a", "b", "score"} and ref["history_days"] == 365
+    live = pd.DataFrame({"a": rng.normal(1.0, 1, 3000), "b": rng.poisson(3, 3000).astype(float)})
+    table = monitor.drift_against(ref, live, rng.random(3000) ** 3)
+    assert table["feature"].tolist()[0] in ("a", "score")
+    by = dict(zip(table["feature"], table["psi"], strict=True))
+    assert by["a"] == pytest.approx(monitor.psi(train["a"].to_numpy(), live["a"].to_numpy()))
+    assert by["b"] < monitor.PSI_MODERATE < monitor.PSI_MAJOR < by["a"]
+    assert by["score"] > monitor.PSI_MAJOR  # the live scores' shape moved
+    assert monitor.drift_against(ref, live, None)["feature"].tolist().count("score") == 0
+    assert dict(zip(table["feature"], table["triggers"], strict=True))["score"]
+
+
+def test_only_features_that_do_not_grow_with_time_can_trigger_a_retraining():
+    young, old = monitor.comparable(62), monitor.comparable(400)
+    assert "n_events_30d" in young and "n_events_90d" not in young  # a window not full yet
+    assert "trend_n_events_30d" in young  # 60 days: two full 30-day windows
+    assert "n_events_90d" in old and "days_since_last_event" in old
+    for cumulative in ("tenure_days", "n_events_lifetime", "amount_purchase_lifetime"):
+        assert cumulative not in old
+    assert "events_per_active_day_lifetime" in old  # a rate, not a running total

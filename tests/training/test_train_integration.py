@@ -105,6 +105,9 @@ def test_run_metrics_params_lineage_and_plots_read_over_rest(first, cfg):
     assert tags["data.table_path"] == daily_table(cfg)[1]
     assert tags["data.table_version"] == "0"
     assert tags["gate.decision"] == "promoted"
+    # Why it ran: the scheduler's tick, on new data (jobs.drift tags its own "drift").
+    assert tags["churn.trigger"] == "schedule"
+    assert tags["churn.trigger_reason"] == "new data: daily table version 0"
     inputs = run["inputs"]["dataset_inputs"]
     assert sorted(i["tags"][0]["value"] for i in inputs) == ["test", "train", "valid"]
     assert all(daily_table(cfg)[1] in i["dataset"]["source"] for i in inputs)
@@ -114,6 +117,10 @@ def test_run_metrics_params_lineage_and_plots_read_over_rest(first, cfg):
         f"plots/{n}.png" for n in ("calibration", "feature_importance", "pr", "roc", "shap_summary")
     ]
     assert get_artifact(base, run_id, "plots/roc.png")[:4] == b"\x89PNG"
+    # The champion's population for drift checks: each feature's and the score's bins.
+    reference = json.loads(get_artifact(base, run_id, "drift/reference.json"))
+    assert set(reference) == {*FEATURE_NAMES, "score"}
+    assert sum(reference["score"]["shares"]) == pytest.approx(1.0)
     lineage = json.loads(get_artifact(base, run_id, "lineage.json"))
     assert lineage["table_version"] == "0"
     assert lineage["rows"]["test"] == metrics["rows_test"]
