@@ -237,7 +237,7 @@ def summarize(
             # MLflow 3.17's UI keeps a GenAI / model-training toggle in the browser (GenAI by
             # default, whatever the experiment's kind tag); this address sets it (decision 66).
             "runs": f"{ui}/#/experiments/{training['experiment_id']}?workflowType=machine_learning",
-            "model": f"{ui}/#/models/{cfg.mlflow.model_name}",
+            "model": f"{ui}/#/models/{cfg.mlflow.model_name}?workflowType=machine_learning",
             "tables": store.warehouse,
             "topics": [cfg.kafka.topics.events, cfg.kafka.topics.dlq, cfg.kafka.topics.scores],
         },
