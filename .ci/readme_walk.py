@@ -69,7 +69,7 @@ def readme_commands(text: str) -> list[str]:
 class Step:
     command: str
     how: str = "run"  # run | serve (Ctrl-C after `serve_s`) | notebook | skip
-    serve_s: float = 45.0
+    serve_s: float = 30.0  # alive this long (past JVM start and first batches), then Ctrl-C
     rc: int = 0  # the exit status the README says a "run" step ends with
     env: dict[str, str] = field(default_factory=dict)
     check: Callable[[], None] | None = None

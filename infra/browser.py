@@ -75,7 +75,8 @@ def page_text(url: str) -> str:
     """The visible text of ``url`` once its JavaScript has rendered it (one line)."""
     dom = _headless("--dump-dom", url).stdout.decode(errors="replace")
     dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S | re.I)
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))).strip()
+    text = html.unescape(re.sub(r"<[^>]+>", " ", dom))  # &nbsp; too becomes a space below
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def screenshot(url: str, path: Path) -> Path:

@@ -11,6 +11,7 @@ import json
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import date
 
 import mlflow
 import pytest
@@ -119,8 +120,15 @@ def test_run_metrics_params_lineage_and_plots_read_over_rest(first, cfg):
     assert get_artifact(base, run_id, "plots/roc.png")[:4] == b"\x89PNG"
     # The champion's population for drift checks: each feature's and the score's bins.
     reference = json.loads(get_artifact(base, run_id, "drift/reference.json"))
-    assert set(reference) == {*FEATURE_NAMES, "score"}
-    assert sum(reference["score"]["shares"]) == pytest.approx(1.0)
+    assert set(reference["bins"]) == {*FEATURE_NAMES, "score"}
+    assert sum(reference["bins"]["score"]["shares"]) == pytest.approx(1.0)
+    assert (
+        reference["history_days"]
+        == (
+            date.fromisoformat(first.summary["cutoffs"]["test"][0])
+            - date.fromisoformat(tags["data.first_day"])
+        ).days
+    )
     lineage = json.loads(get_artifact(base, run_id, "lineage.json"))
     assert lineage["table_version"] == "0"
     assert lineage["rows"]["test"] == metrics["rows_test"]
