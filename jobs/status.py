@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
+from scoring.score import BANDS
 
 JOBS = ("stream_features", "stream_scores")
-BANDS = ("low", "medium", "high")
 
 
 @dataclass

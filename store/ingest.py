@@ -174,7 +174,7 @@ class BatchResult(StepTimes):
         """One progress line for logs."""
         if self.skipped:
             return f"batch {self.batch_id}: already committed, skipped"
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items())) or "none"
+        reasons = _counts(self.reasons) or "none"
         scope = "users (all: as-of moved)" if self.refreshed_all else "touched users"
         return (
             f"batch {self.batch_id}: {self.records:,} records -> {self.valid:,} valid, "
@@ -187,6 +187,7 @@ class BatchResult(StepTimes):
 
 
 def _counts(counts: dict[str, int]) -> str:
+    """``a=1, b=2`` (sorted by name) for progress lines; "" for none."""
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
 
