@@ -192,38 +192,49 @@ def reference(
     """What training keeps with a model for drift checks: each feature's and the score's
     distribution, binned, and how many days of history the rows had (jobs.drift compares
     the live population with it)."""
-    bins = {n: binned(features[n].to_numpy(dtype=np.float64, na_value=np.nan)) for n in names}
+    bins = {n: binned(_values(features, n)) for n in names}
     bins[SCORE] = binned(np.asarray(scores, dtype=np.float64))
     return {"history_days": int(history_days), "bins": bins}
 
 
-def drift_against(
-    ref: dict[str, Any], live: pd.DataFrame, scores: np.ndarray | None
-) -> pd.DataFrame:
-    """Per feature (and ``score`` when ``scores`` are given): PSI of the live values against
-    the kept reference, its reading, whether it can trigger a retraining (``comparable``;
-    the score always can), means and null shares; most drifted first."""
-    bins = ref["bins"]
-    counts = comparable(int(ref["history_days"])) | {SCORE}
-    columns = {n: live[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in bins if n != SCORE}
-    if scores is not None:
-        columns[SCORE] = np.asarray(scores, dtype=np.float64)
+def _psi_table(reference: dict[str, dict[str, Any]], live: dict[str, np.ndarray]) -> pd.DataFrame:
+    """For each of ``live``'s columns against its :func:`binned` reference: PSI, its reading,
+    the mean and null share on both sides; most drifted first."""
     rows = []
-    for name, values in columns.items():
-        value = psi_to(bins[name], values)
+    for name, values in live.items():
+        value = psi_to(reference[name], values)
         rows.append(
             {
                 "feature": name,
                 "psi": value,
                 "shift": _reading(value),
-                "triggers": name in counts,
-                "reference_mean": bins[name]["mean"],
+                "reference_mean": reference[name]["mean"],
                 "live_mean": np.nanmean(values) if np.isfinite(values).any() else np.nan,
-                "reference_null": bins[name]["null"],
+                "reference_null": reference[name]["null"],
                 "live_null": float(np.isnan(values).mean()) if values.size else 0.0,
             }
         )
     return pd.DataFrame(rows).sort_values("psi", ascending=False).reset_index(drop=True)
+
+
+def _values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def drift_against(
+    ref: dict[str, Any], live: pd.DataFrame, scores: np.ndarray | None
+) -> pd.DataFrame:
+    """Per feature (and ``score`` when ``scores`` are given): :func:`drift`'s columns against
+    a kept reference, and whether the row can trigger a retraining (``comparable``; the
+    score always can)."""
+    bins = ref["bins"]
+    columns = {n: _values(live, n) for n in bins if n != SCORE}
+    if scores is not None:
+        columns[SCORE] = np.asarray(scores, dtype=np.float64)
+    table = _psi_table(bins, columns)
+    counts = comparable(int(ref["history_days"])) | {SCORE}
+    table.insert(3, "triggers", table["feature"].isin(counts))
+    return table
 
 
 def drift(
@@ -234,23 +245,10 @@ def drift(
 ) -> pd.DataFrame:
     """Per feature: PSI, its reading, and the mean and null share on both sides; most
     drifted first."""
-    rows = []
-    for name in names:
-        ref = reference[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        cur = live[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        value = psi(ref, cur, bins)
-        rows.append(
-            {
-                "feature": name,
-                "psi": value,
-                "shift": _reading(value),
-                "reference_mean": np.nanmean(ref) if np.isfinite(ref).any() else np.nan,
-                "live_mean": np.nanmean(cur) if np.isfinite(cur).any() else np.nan,
-                "reference_null": float(np.isnan(ref).mean()),
-                "live_null": float(np.isnan(cur).mean()),
-            }
-        )
-    return pd.DataFrame(rows).sort_values("psi", ascending=False).reset_index(drop=True)
+    return _psi_table(
+        {n: binned(_values(reference, n), bins) for n in names},
+        {n: _values(live, n) for n in names},
+    )
 
 
 def drift_figure(table: pd.DataFrame, top: int = 20) -> Figure:
