@@ -274,8 +274,8 @@ class MetricsPorts(_Model):
 
 
 class MonitoringConfig(_Model):
-    """The streaming jobs' Prometheus endpoints (infra/metrics.py, docs/operations.md) and
-    the drift check (jobs/drift.py, docs/training.md)."""
+    """The streaming jobs' Prometheus endpoints (infra/metrics.py, docs/operations.md), the
+    drift check (jobs/drift.py) and realised performance (jobs/realised.py, docs/training.md)."""
 
     metrics_host: str = "127.0.0.1"
     """The address /metrics listens on (0.0.0.0 inside a container a scraper reaches)."""
@@ -286,6 +286,11 @@ class MonitoringConfig(_Model):
     (0.1-0.25 is read as a moderate shift, above 0.25 as one worth retraining for)."""
     drift_on_schedule: bool = True
     """jobs.schedule_train runs the drift check at each tick, before its new-data check."""
+    realised_on_schedule: bool = True
+    """jobs.schedule_train measures realised performance (jobs.realised) at each tick, first."""
+    realised_min_users: int = Field(100, ge=1)
+    """jobs.realised: a scoring day with fewer scored users is reported but cannot start a
+    training run (its ROC-AUC is too noisy to judge the champion by)."""
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MonitoringConfig:

@@ -1,6 +1,7 @@
 """Run churn-model training on a cron schedule (UTC): the embedded scheduler.
 
-At each cron time: check drift (jobs/drift.py; a breach trains at once, tagged with it);
+At each cron time: measure realised performance (jobs/realised.py; a champion under the
+gate's floor trains at once, tagged with it), then check drift (jobs/drift.py; likewise);
 then take the training lock (skip if another training holds it), compare the
 daily table's Delta version with the one the last successful training used (skip if
 unchanged), else train in this process and record the version. Runs never overlap; fire
@@ -26,7 +27,7 @@ from infra.cli import add_config_arguments, run
 from infra.config import Config, load_config
 from infra.mlflow_io import acting_as
 from infra.spark import build_spark
-from jobs.drift import check_and_act
+from jobs import drift, realised
 from training.pipeline import current_table_version, daily_table, train
 from training.registry import last_trained_version, tracking
 from training.result import Trigger
@@ -85,10 +86,14 @@ class Trainer:
         return train(self.session(), self.cfg, table_version=version, trigger=why).summary()
 
     def tick(self) -> Decision:
-        if self.cfg.monitoring.drift_on_schedule:
-            _, decision = check_and_act(self.session(), self.cfg, log=log)
-            if decision is not None:  # drift asked for a training run: that was the tick
-                return decision
+        m = self.cfg.monitoring
+        decision = None
+        if m.realised_on_schedule:
+            _, decision = realised.check_and_act(self.session(), self.cfg, log=log)
+        if decision is None and m.drift_on_schedule:
+            _, decision = drift.check_and_act(self.session(), self.cfg, log=log)
+        if decision is not None:  # a check asked for a training run: that was the tick
+            return decision
         return run_guarded(
             self.cfg.resolve(self.cfg.training.state_dir),
             current_version=lambda: current_table_version(self.session(), self.cfg),

@@ -7,7 +7,7 @@ its gate metric on the same test rows is >= the champion's + min_improvement.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,38 @@ def decide(
     min_improvement: float,
     floors: Mapping[str, float],
     champion_version: str | None = None,
+    champion_failing: str = "",
 ) -> GateDecision:
-    """Promote or not, and why. Metrics are higher-is-better; both dicts are on the same rows."""
+    """Promote or not, and why. Metrics are higher-is-better; both dicts are on the same rows.
+
+    ``champion_failing`` says the champion fell under a floor in production (jobs.realised):
+    the reason starts with it, and the margin is waived (a challenger that passes the
+    floors and is at least as good on the same rows replaces a failing champion).
+    """
+    decision = _decide(
+        challenger,
+        champion,
+        metric=metric,
+        min_improvement=0.0 if champion_failing else min_improvement,
+        floors=floors,
+        champion_version=champion_version,
+    )
+    if not champion_failing:
+        return decision
+    margin = " (margin waived)" if min_improvement and decision.champion is not None else ""
+    reason = f"the champion failed in production ({champion_failing}){margin}; {decision.reason}"
+    return replace(decision, reason=reason)
+
+
+def _decide(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    *,
+    metric: str,
+    min_improvement: float,
+    floors: Mapping[str, float],
+    champion_version: str | None,
+) -> GateDecision:
     value = challenger[metric]
     failed = [
         f"{name} {challenger[name]:.4f} < floor {floor:.4f}"

@@ -64,7 +64,9 @@ class TrainingResult:
 @dataclass(frozen=True)
 class Trigger:
     """Why a training run started, tagged on its MLflow run (``churn.trigger``, ``.reason``):
-    ``manual`` (jobs.train), ``schedule`` (new data), ``drift`` (jobs.drift)."""
+    ``manual`` (jobs.train), ``schedule`` (new data), ``drift`` (jobs.drift), ``realised``
+    (jobs.realised: the champion's realised ROC-AUC fell under the gate's floor; the gate
+    says so in its decision)."""
 
     kind: str = "manual"
     reason: str = ""
@@ -74,3 +76,4 @@ class Trigger:
 
 
 MANUAL = Trigger()
+REALISED = "realised"

@@ -44,7 +44,7 @@ from training.registry import (
     record_decision,
     tracking,
 )
-from training.result import MANUAL, Fitted, TrainingResult, Trigger
+from training.result import MANUAL, REALISED, Fitted, TrainingResult, Trigger
 from training.spine import LABEL
 from training.split import SPLITS, CutoffSplit
 
@@ -229,7 +229,7 @@ def log_run(
             say(f"registered {name} v{version} as {CHALLENGER}")
 
             metrics = dict(fitted.metrics)
-            decision = _gate(cfg, fitted, champ.version if champ else None, test, metrics)
+            decision = _gate(cfg, fitted, champ.version if champ else None, test, metrics, trigger)
             if "champion" in metrics:
                 mlflow.log_metrics(
                     {f"champion_test_{k}": v for k, v in metrics["champion"].items()}
@@ -257,8 +257,10 @@ def _gate(
     champion: str | None,
     test: pd.DataFrame,
     metrics: dict[str, dict[str, float]],
+    trigger: Trigger = MANUAL,
 ) -> GateDecision:
-    """Score the champion on the same test rows (adds metrics["champion"]) and decide."""
+    """Score the champion on the same test rows (adds metrics["champion"]) and decide; a run
+    started by the champion's realised performance (jobs.realised) says so in the decision."""
     g = cfg.training.gate
     model = fitted.metrics["model"]
     floors = {str(k): v for k, v in g.floors.items()}
@@ -271,6 +273,7 @@ def _gate(
             min_improvement=g.min_improvement,
             floors=floors,
             champion_version=version,
+            champion_failing=trigger.reason if trigger.kind == REALISED else "",
         )
 
     if champion is None:

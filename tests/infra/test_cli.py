@@ -23,6 +23,8 @@ JOBS = {
     "train": ["-m", "jobs.train", "CONFIG"],
     "schedule_train": ["-m", "jobs.schedule_train", "--once", "CONFIG"],
     "score_batch": ["-m", "jobs.score_batch", "CONFIG"],
+    "drift": ["-m", "jobs.drift", "CONFIG"],
+    "realised": ["-m", "jobs.realised", "CONFIG"],
     "backfill": ["-m", "jobs.backfill_features", "CONFIG"],
     "demo": ["-m", "jobs.demo", "CONFIG"],
     "simulate": ["-m", "jobs.simulate", "CONFIG"],
