@@ -154,6 +154,7 @@ PLAN: list[Step] = [
     Step(".venv/bin/python -m jobs.stream_scores --available-now"),
     Step(".venv/bin/python -m jobs.score_batch"),
     Step(".venv/bin/python -m jobs.drift"),
+    Step(".venv/bin/python -m jobs.realised"),
     Step(".venv/bin/python -m jobs.stream_features", how="serve"),
     Step(".venv/bin/python -m jobs.stream_scores", how="serve"),
     Step('.venv/bin/python -m jobs.schedule_train --cron "0 3 * * *"', how="serve", serve_s=20),

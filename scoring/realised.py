@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, timedelta
 
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -190,7 +191,9 @@ def realised_figure(table: pd.DataFrame, floor: float | None = None) -> Figure:
     lift_ax.set(title="Realised top-decile lift", xlabel="scores as of", ylabel="lift")
     for ax in (auc_ax, lift_ax):
         ax.legend(fontsize=8)
-        ax.tick_params(axis="x", labelrotation=30)
+        locator = mdates.AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     colours = {"low": "seagreen", "medium": "orange", "high": "firebrick"}
     for band in BANDS:
         cal_ax.scatter(
@@ -203,7 +206,7 @@ def realised_figure(table: pd.DataFrame, floor: float | None = None) -> Figure:
         )
     cal_ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     cal_ax.set(
-        title="Calibration by band (one dot per day and version)",
+        title="Calibration by band (a dot per day, version)",
         xlabel="mean score",
         ylabel="observed churn rate",
         xlim=(0, 1),
