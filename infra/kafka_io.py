@@ -243,27 +243,30 @@ def produce(
 
 class EndOffsets:
     """The broker's end offset of each partition of a topic, asked when called (the
-    metrics endpoint's lag); one consumer, opened on first use, never joins a group."""
+    metrics endpoint's lag, the demo's wait). An admin client's ListOffsets, which needs
+    only Describe on the topic (a principal allowed to read it has that) and no consumer
+    group: a consumer, even one that never subscribes, looks for its group's coordinator,
+    which the secured stack's ACLs deny every principal but the reader."""
 
     def __init__(self, kafka: KafkaConfig, role: KafkaRole, timeout_s: float = 5.0) -> None:
-        self.conf = client_config(kafka, role) | {"group.id": f"churn-lag-{role}"}
+        self.conf = client_config(kafka, role)
         self.timeout_s = timeout_s
-        self._consumer: Any = None
+        self._admin: Any = None
         self._lock = threading.Lock()
 
     def __call__(self, topic: str) -> dict[int, int]:
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.admin import AdminClient, OffsetSpec
 
         with self._lock:
             try:
-                if self._consumer is None:
-                    self._consumer = Consumer(self.conf, logger=_quiet_logger())
-                meta = self._consumer.list_topics(topic, timeout=self.timeout_s).topics[topic]
-                return {
-                    p: self._consumer.get_watermark_offsets(
-                        TopicPartition(topic, p), timeout=self.timeout_s
-                    )[1]
-                    for p in meta.partitions
-                }
+                if self._admin is None:
+                    self._admin = AdminClient(self.conf, logger=_quiet_logger())
+                meta = self._admin.list_topics(topic, timeout=self.timeout_s).topics[topic]
+                if meta.error is not None:
+                    return {}
+                asked = {TopicPartition(topic, p): OffsetSpec.latest() for p in meta.partitions}
+                futures = self._admin.list_offsets(asked, request_timeout=self.timeout_s)
+                return {tp.partition: future.result().offset for tp, future in futures.items()}
             except KafkaException:  # unknown lag is left out of the scrape, not guessed
                 return {}

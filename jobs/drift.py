@@ -39,10 +39,10 @@ from scoring.monitor import DRIFT_REFERENCE, SCORE, drift_against, drift_figure
 from scoring.score import in_population
 from scoring.sink import scores_path
 from store.tables import FeatureStore, latest_per_user, table_exists
-from training.pipeline import current_table_version, train
+from training.pipeline import retrain
 from training.registry import champion_version, experiment_id, tracking
 from training.result import Trigger
-from training.schedule import Decision, run_guarded
+from training.schedule import Decision
 
 
 @dataclass(frozen=True)
@@ -170,19 +170,6 @@ def check(
         return replace(report, run_id=run.info.run_id)
 
 
-def retrain(spark: SparkSession, cfg: Config, report: DriftReport, log=print) -> Decision:
-    """A training run through the scheduler's lock, tagged with the drift that asked for it
-    (whether or not the daily table changed since the last training)."""
-    why = Trigger("drift", report.reason())
-    return run_guarded(
-        cfg.resolve(cfg.training.state_dir),
-        current_version=lambda: current_table_version(spark, cfg),
-        train=lambda v: train(spark, cfg, table_version=v, trigger=why).summary(),
-        skip_unchanged=False,
-        log=log,
-    )
-
-
 def check_and_act(
     spark: SparkSession, cfg: Config, *, retrain_on_breach: bool = True, log=print
 ) -> tuple[DriftReport | None, Decision | None]:
@@ -197,7 +184,7 @@ def check_and_act(
     log(f"drift: checked in {time.monotonic() - t0:.1f}s")
     if report.breached.empty or not retrain_on_breach:
         return report, None
-    return report, retrain(spark, cfg, report, log)
+    return report, retrain(spark, cfg, Trigger("drift", report.reason()), log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,10 +51,10 @@ from scoring.realised import (
 from scoring.score import BANDS
 from scoring.sink import scores_path
 from store.tables import table_exists
-from training.pipeline import current_table_version, daily_table, data_range, train
+from training.pipeline import daily_table, data_range, retrain
 from training.registry import champion_version, experiment_id, tracking
 from training.result import REALISED, Trigger
-from training.schedule import Decision, run_guarded, utcnow
+from training.schedule import Decision, utcnow
 
 HORIZON_PARAM = "training.horizon_days"
 SCHEMA = (
@@ -254,18 +254,6 @@ def _log(cfg: Config, report: RealisedReport) -> str:
         return run.info.run_id
 
 
-def retrain(spark: SparkSession, cfg: Config, report: RealisedReport, log=print) -> Decision:
-    """A training run through the scheduler's lock, tagged with the breach that asked for it."""
-    why = Trigger(REALISED, report.breach)
-    return run_guarded(
-        cfg.resolve(cfg.training.state_dir),
-        current_version=lambda: current_table_version(spark, cfg),
-        train=lambda v: train(spark, cfg, table_version=v, trigger=why).summary(),
-        skip_unchanged=False,
-        log=log,
-    )
-
-
 def check_and_act(
     spark: SparkSession,
     cfg: Config,
@@ -285,7 +273,7 @@ def check_and_act(
     log(f"realised: measured in {time.monotonic() - t0:.1f}s")
     if not report.breach or not retrain_on_breach:
         return report, None
-    return report, retrain(spark, cfg, report, log)
+    return report, retrain(spark, cfg, Trigger(REALISED, report.breach), log)
 
 
 def main(argv: list[str] | None = None) -> int:

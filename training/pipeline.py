@@ -25,6 +25,7 @@ from training.evaluate import binary_metrics
 from training.model import fit_lightgbm, lightgbm_params, positive_weight, predict
 from training.progress import say, stage
 from training.result import MANUAL, Fitted, TrainingResult, Trigger
+from training.schedule import Decision, run_guarded
 from training.spine import LABEL, SPINE_KEY, check_explicit_cutoffs, scheduled_cutoffs
 from training.split import CutoffSplit, split_cutoffs, split_frame
 from training.tracking import log_run
@@ -211,3 +212,16 @@ def current_table_version(spark: SparkSession, cfg: Config) -> int | None:
     if not store.exists(spark, cfg.training.table):
         return None
     return store.version(spark, cfg.training.table)
+
+
+def retrain(spark: SparkSession, cfg: Config, why: Trigger, log=print) -> Decision:
+    """A training run through the scheduler's lock (skipped, not queued, when another holds
+    it), even if the daily table has not changed since the last one: what a monitor that
+    found a problem starts (jobs.drift, jobs.realised). ``why`` is tagged on the run."""
+    return run_guarded(
+        cfg.resolve(cfg.training.state_dir),
+        current_version=lambda: current_table_version(spark, cfg),
+        train=lambda v: train(spark, cfg, table_version=v, trigger=why).summary(),
+        skip_unchanged=False,
+        log=log,
+    )

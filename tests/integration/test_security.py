@@ -106,7 +106,8 @@ def secure(tmp_path_factory) -> Iterator[SecureStack]:
 def demo(secure: SecureStack) -> dict[str, str]:
     """`make demo CONFIG=secure`'s job, small, as a process: its summary and its output."""
     summary = secure.root / "summary.json"
-    small = ["--users", "300", "--days", "90", "--bad-every", "500", "--summary", str(summary)]
+    small = ["--users", "300", "--days", "90", "--live-days", "28", "--live-step", "28"]
+    small += ["--bad-every", "500", "--summary", str(summary)]
     done = subprocess.run(
         [sys.executable, "-m", "jobs.demo", "--config", str(secure.config_path), *small],
         cwd=REPO_ROOT,
