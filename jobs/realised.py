@@ -113,12 +113,20 @@ class RealisedReport:
 
 def horizons(cfg: Config, versions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """The label horizon each version was trained with (its run's params); versions whose
-    run records none are left out, and not measured."""
+    run records none, or that the registry no longer holds, are left out, and not measured."""
+    from mlflow.exceptions import MlflowException
+
     out: dict[tuple[str, int], int] = {}
     with tracking(cfg.mlflow.tracking_uri) as client:
         for name, version in versions:
-            run_id = client.get_model_version(name, str(version)).run_id
-            value = client.get_run(run_id).data.params.get(HORIZON_PARAM) if run_id else None
+            try:
+                run_id = client.get_model_version(name, str(version)).run_id
+                params = client.get_run(run_id).data.params if run_id else {}
+            except MlflowException as exc:  # deleted, or scored under another registry's name
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue
+            value = params.get(HORIZON_PARAM)
             if value is not None:
                 out[(name, version)] = int(value)
     return out
