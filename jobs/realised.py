@@ -27,6 +27,7 @@ import argparse
 import time
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import reduce
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -37,6 +38,7 @@ from infra.config import Config, load_config
 from infra.mlflow_io import acting_as
 from infra.spark import build_spark
 from scoring.inputs import to_frame
+from scoring.model import HORIZON_PARAM, MlflowRegistry
 from scoring.realised import (
     COLUMNS,
     KEY,
@@ -56,7 +58,6 @@ from training.registry import champion_version, experiment_id, tracking
 from training.result import REALISED, Trigger
 from training.schedule import Decision, utcnow
 
-HORIZON_PARAM = "training.horizon_days"
 SCHEMA = (
     "features_as_of date, model_name string, model_version long, horizon_days int, "
     "users long, churned long, churn_rate double, mean_score double, roc_auc double, "
@@ -116,19 +117,17 @@ def horizons(cfg: Config, versions: list[tuple[str, int]]) -> dict[tuple[str, in
     run records none, or that the registry no longer holds, are left out, and not measured."""
     from mlflow.exceptions import MlflowException
 
+    registry = MlflowRegistry(cfg.mlflow.tracking_uri)
     out: dict[tuple[str, int], int] = {}
-    with tracking(cfg.mlflow.tracking_uri) as client:
-        for name, version in versions:
-            try:
-                run_id = client.get_model_version(name, str(version)).run_id
-                params = client.get_run(run_id).data.params if run_id else {}
-            except MlflowException as exc:  # deleted, or scored under another registry's name
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                continue
-            value = params.get(HORIZON_PARAM)
-            if value is not None:
-                out[(name, version)] = int(value)
+    for name, version in versions:
+        try:
+            value = registry.training_param(name, version, HORIZON_PARAM)
+        except MlflowException as exc:  # deleted, or scored under another registry's name
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            continue
+        if value is not None:
+            out[(name, version)] = int(value)
     return out
 
 
@@ -179,10 +178,11 @@ def measure(spark: SparkSession, cfg: Config, *, recompute: bool = False) -> Rea
     store, _ = daily_table(cfg)
     if not table_exists(spark, scores) or not store.exists(spark, cfg.training.table):
         return None
-    daily = store.read(spark, cfg.training.table)
-    _, data_end = data_range(daily)
+    # Read twice (its range, the labels): cached, as training does.
+    daily = store.read(spark, cfg.training.table).cache()
     scored = scores_by_day(spark.read.format("delta").load(scores)).cache()
     try:
+        _, data_end = data_range(daily)
         versions = [
             (r["model_name"], int(r["model_version"]))
             for r in scored.select("model_name", "model_version").distinct().collect()
@@ -196,9 +196,10 @@ def measure(spark: SparkSession, cfg: Config, *, recompute: bool = False) -> Rea
             with_labels(todo.where(F.col("horizon_days") == h), daily, h)
             for h in sorted(set(horizon.values()))
         ]
-        rows = to_frame(_union(parts)) if parts else pd.DataFrame()
+        rows = to_frame(reduce(DataFrame.unionByName, parts)) if parts else pd.DataFrame()
     finally:
         scored.unpersist()
+        daily.unpersist()
     new = (
         realised_table(rows, horizon, pd.Timestamp(utcnow()).tz_localize(None))
         if len(rows)
@@ -215,13 +216,6 @@ def measure(spark: SparkSession, cfg: Config, *, recompute: bool = False) -> Rea
         breach = below_floor(new, champion, floor, min_users=cfg.monitoring.realised_min_users)
     report = RealisedReport(data_end, new, read_realised(spark, warehouse), champion, floor, breach)
     return replace(report, run_id=_log(cfg, report)) if len(new) else report
-
-
-def _union(parts: list[DataFrame]) -> DataFrame:
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out
 
 
 def _log(cfg: Config, report: RealisedReport) -> str:

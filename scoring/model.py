@@ -21,6 +21,7 @@ from scoring.score import ScoringModel
 
 # The run param that holds the training population's lookback (config key training.lookback_days).
 LOOKBACK_PARAM = "training.lookback_days"
+HORIZON_PARAM = "training.horizon_days"
 
 
 class NoModelError(RuntimeError):
@@ -89,10 +90,14 @@ class MlflowRegistry:
             signature = Model.load(local).signature
         return None if signature is None else list(signature.inputs.input_names())
 
-    def lookback_days(self, name: str, version: int) -> int | None:
-        # The training run logs its whole config as params (training.tracking).
+    def training_param(self, name: str, version: int, key: str) -> str | None:
+        """A param of the version's training run, which logs its whole config as params
+        (training.tracking); None when the run records none."""
         run_id = self.client.get_model_version(name, str(version)).run_id
-        value = self.client.get_run(run_id).data.params.get(LOOKBACK_PARAM) if run_id else None
+        return self.client.get_run(run_id).data.params.get(key) if run_id else None
+
+    def lookback_days(self, name: str, version: int) -> int | None:
+        value = self.training_param(name, version, LOOKBACK_PARAM)
         return None if value is None else int(value)
 
     def booster(self, name: str, version: int) -> lgb.Booster:
